@@ -1,0 +1,310 @@
+"""HTTP/1.1 request parsing for one connection, on httptools (llhttp).
+
+Theory of operation
+-------------------
+`RequestParser.feed(data)` pushes bytes through llhttp. Each complete request becomes one
+`Request` appended to `parser.requests`; a request that breaks the protocol or a limit raises
+`ProtocolError(status)`, after which the parser is dead and the connection must answer the status
+and close (RFC 9112 §11.2: once framing is in doubt, nothing that follows can be trusted).
+
+One message moves through three states::
+
+    IDLE ──on_message_begin──▶ HEADERS ──on_headers_complete──▶ BODY ──on_message_complete──▶ IDLE
+
+llhttp already rejects, with an error we turn into 400: Content-Length together with
+Transfer-Encoding, duplicate Content-Length, a Content-Length that is not plain digits, obfuscated
+or repeated Transfer-Encoding, bare CR or LF, obs-fold, control characters in names and values,
+invalid chunk sizes (``0x``, signs), and unknown methods. This module adds what llhttp leaves to
+the application: version checks (0.9 and 2.x are not spoken here), exactly one Host on HTTP/1.1,
+Transfer-Encoding on HTTP/1.0, ``_`` in header names (dropped: they would alias ``-`` names in the
+WSGI environ), trailing whitespace in values (trimmed), trailers (never merged into headers), and
+every size limit.
+
+No socket, loop, clock or thread here: the transport feeds bytes and reads `requests`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import deque
+from typing import BinaryIO
+
+import httptools
+
+from frontdesk.errors import ProtocolError
+
+IDLE, HEADERS, BODY = 0, 1, 2
+
+# llhttp hands the method over as bytes; interning the common ones saves a decode per request.
+_METHODS = {
+    m.encode(): m
+    for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
+}
+
+
+class Limits:
+    """The size limits one connection enforces (from Config; see docs/configuration.md)."""
+
+    __slots__ = ("request_line", "fields", "field_size", "header_size", "body", "body_buffer")
+
+    def __init__(
+        self,
+        request_line: int = 8190,
+        fields: int = 100,
+        field_size: int = 8190,
+        header_size: int = 65536,
+        body: int = 1 << 30,
+        body_buffer: int = 1 << 20,
+    ) -> None:
+        self.request_line = request_line
+        self.fields = fields
+        self.field_size = field_size
+        self.header_size = header_size
+        self.body = body  # 0 means unlimited
+        self.body_buffer = body_buffer
+
+    @classmethod
+    def from_config(cls, config: object) -> Limits:
+        return cls(
+            request_line=config.limit_request_line,  # type: ignore[attr-defined]
+            fields=config.limit_request_fields,  # type: ignore[attr-defined]
+            field_size=config.limit_request_field_size,  # type: ignore[attr-defined]
+            header_size=config.limit_request_header_size,  # type: ignore[attr-defined]
+            body=config.limit_request_body,  # type: ignore[attr-defined]
+            body_buffer=config.body_buffer_size,  # type: ignore[attr-defined]
+        )
+
+
+class Request:
+    """One complete request: what the WSGI bridge or the static handler needs, nothing more."""
+
+    __slots__ = (
+        "method",
+        "target",
+        "version",
+        "headers",
+        "keep_alive",
+        "body",
+        "body_size",
+        "chunked",
+    )
+
+    def __init__(self) -> None:
+        self.method = ""
+        self.target = b""
+        self.version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = True
+        self.body: bytes | BinaryIO = b""
+        self.body_size = 0
+        self.chunked = False
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.target!r} HTTP/{self.version}>"
+
+
+class RequestParser:
+    """Turns the bytes of one connection into `Request` objects (see the module docstring)."""
+
+    __slots__ = (
+        "requests",
+        "state",
+        "expect_continue",
+        "_limits",
+        "_parser",
+        "_request",
+        "_url",
+        "_url_size",
+        "_fields",
+        "_hosts",
+        "_expect",
+        "_content_length",
+        "_chunked",
+        "_header_bytes",
+        "_began_this_feed",
+        "_body_parts",
+        "_body_file",
+        "_error",
+        "_upgraded",
+    )
+
+    def __init__(self, limits: Limits) -> None:
+        self.requests: deque[Request] = deque()
+        self.state = IDLE
+        # Set when a request asked for `100 Continue` and its body has not started to arrive;
+        # the transport sends the interim response when it is this request's turn.
+        self.expect_continue = False
+        self._limits = limits
+        self._parser = httptools.HttpRequestParser(self)
+        self._request: Request | None = None
+        self._url: list[bytes] = []
+        self._url_size = 0
+        self._fields = 0
+        self._hosts = 0
+        self._expect = False
+        self._content_length = -1
+        self._chunked = False
+        self._header_bytes = 0
+        self._began_this_feed = False
+        self._body_parts: list[bytes] = []
+        self._body_file: BinaryIO | None = None
+        self._error: ProtocolError | None = None
+        self._upgraded = False
+
+    # -- the transport's side -------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Parse `data`; complete requests land in `self.requests`. Raises `ProtocolError`."""
+        if self._upgraded:
+            return  # bytes after an Upgrade/CONNECT request are not HTTP/1.1; ignore them
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # The request itself is complete and valid; we do not switch protocols (RFC 9110
+            # §7.8 lets a server ignore Upgrade), so it is answered normally and the connection
+            # closes after it, because what follows it on the wire is not ours to parse.
+            self._upgraded = True
+            if self.requests:
+                self.requests[-1].keep_alive = False
+            return
+        except httptools.HttpParserError as exc:
+            self._discard_body()
+            error = self._error
+            self._error = None
+            if error is None:
+                error = ProtocolError(400, str(exc) or "malformed request")
+            raise error from None
+        if self.state == HEADERS:
+            # A header section still open after this read. The read in which the message began
+            # is not counted (its start may belong to the previous request), so the bound is
+            # the limit plus at most one read, and memory stays bounded either way.
+            if self._began_this_feed:
+                self._began_this_feed = False
+            else:
+                self._header_bytes += len(data)
+                if self._header_bytes > self._limits.header_size:
+                    self._discard_body()
+                    raise ProtocolError(431, "request header section too large")
+
+    def discard(self) -> None:
+        """Free a half-received body (the connection is going away)."""
+        self._discard_body()
+
+    # -- llhttp callbacks (raising inside one aborts `feed_data`) ---------------------------------
+
+    def _fail(self, status: int, reason: str) -> None:
+        self._error = ProtocolError(status, reason)
+        raise self._error
+
+    def on_message_begin(self) -> None:
+        self.state = HEADERS
+        self._request = Request()
+        self._url = []
+        self._url_size = 0
+        self._fields = 0
+        self._hosts = 0
+        self._expect = False
+        self._content_length = -1
+        self._chunked = False
+        self._header_bytes = 0
+        self._began_this_feed = True
+
+    def on_url(self, fragment: bytes) -> None:
+        self._url_size += len(fragment)
+        if self._url_size > self._limits.request_line:
+            self._fail(414, "request-target too long")
+        self._url.append(fragment)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._fields += 1
+        if self._fields > self._limits.fields:
+            self._fail(431, "too many header fields")
+        if len(name) + len(value) > self._limits.field_size:
+            self._fail(431, "header field too large")
+        if self.state == BODY:
+            return  # a chunked trailer: counted against the limits, never merged into headers
+        if b"_" in name:
+            return  # would alias a '-' name in the environ (HTTP_X_A for both X-A and X_A)
+        value = value.rstrip(b" \t")
+        lname = name.lower()
+        if lname == b"host":
+            self._hosts += 1
+        elif lname == b"content-length":
+            self._content_length = int(value)  # llhttp accepted only digits here
+        elif lname == b"transfer-encoding":
+            self._chunked = True  # llhttp accepts it only as a valid, final `chunked`
+        elif lname == b"expect":
+            self._expect = value.lower() == b"100-continue"
+        self._request.headers.append((name, value))  # type: ignore[union-attr]
+
+    def on_headers_complete(self) -> None:
+        request = self._request
+        assert request is not None
+        parser = self._parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            if version.startswith("0."):
+                self._fail(400, "HTTP/0.9 is not supported")
+            self._fail(505, f"HTTP/{version} is not supported")
+        method = parser.get_method()
+        request.method = _METHODS.get(method) or method.decode("ascii")
+        request.target = self._url[0] if len(self._url) == 1 else b"".join(self._url)
+        request.version = version
+        request.keep_alive = parser.should_keep_alive()
+        request.chunked = self._chunked
+        if version == "1.1":
+            if self._hosts != 1:
+                self._fail(400, "an HTTP/1.1 request needs exactly one Host header")
+        elif request.chunked:
+            # RFC 9112 §6.1: Transfer-Encoding on HTTP/1.0 means faulty framing upstream.
+            self._fail(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request")
+        if self._limits.body and self._content_length > self._limits.body:
+            self._fail(413, "request body too large")
+        self.expect_continue = (
+            self._expect and version == "1.1" and (self._content_length > 0 or request.chunked)
+        )
+        self._body_parts = []
+        self._body_file = None
+        self.state = BODY
+
+    def on_body(self, data: bytes) -> None:
+        self.expect_continue = False  # the client did not wait for us; no interim reply needed
+        request = self._request
+        assert request is not None
+        request.body_size += len(data)
+        if self._limits.body and request.body_size > self._limits.body:
+            self._fail(413, "request body too large")
+        if self._body_file is not None:
+            self._body_file.write(data)
+        elif request.body_size > self._limits.body_buffer:
+            # Spill to disk, as nginx does past client_body_buffer_size: a large upload costs
+            # a file, not memory.
+            spool = tempfile.TemporaryFile()
+            spool.writelines(self._body_parts)
+            spool.write(data)
+            self._body_parts = []
+            self._body_file = spool
+        else:
+            self._body_parts.append(data)
+
+    def on_message_complete(self) -> None:
+        request = self._request
+        assert request is not None
+        if self._body_file is not None:
+            self._body_file.seek(0)
+            request.body = self._body_file
+            self._body_file = None
+        elif self._body_parts:
+            parts = self._body_parts
+            request.body = parts[0] if len(parts) == 1 else b"".join(parts)
+            self._body_parts = []
+        self._request = None
+        self.expect_continue = False
+        self.state = IDLE
+        self.requests.append(request)
+
+    def _discard_body(self) -> None:
+        if self._body_file is not None:
+            self._body_file.close()
+            self._body_file = None
+        self._body_parts = []

@@ -1,0 +1,58 @@
+"""Bytes the server writes itself: the cached Date header and its own error responses."""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+
+SERVER_HEADER = b"Server: frontdesk\r\n"
+
+# The Date header changes once a second; the worker's clock tick calls `refresh_date()`, and
+# every response reads the cached line (a module global read is atomic under the GIL).
+_date_second = 0
+DATE_HEADER = b""
+
+
+def refresh_date(now: float | None = None) -> None:
+    global _date_second, DATE_HEADER
+    now = time.time() if now is None else now
+    second = int(now)
+    if second != _date_second:
+        _date_second = second
+        DATE_HEADER = b"Date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
+
+
+def date_header() -> bytes:
+    return DATE_HEADER
+
+
+refresh_date()
+
+
+def reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def error_response(status: int, *, close: bool = True, extra: bytes = b"") -> bytes:
+    """A complete small text/plain response the server sends on its own behalf."""
+    phrase = reason(status)
+    body = f"{status} {phrase}\n".encode("ascii")
+    return b"".join(
+        (
+            b"HTTP/1.1 %d %s\r\n" % (status, phrase.encode("ascii")),
+            DATE_HEADER,
+            SERVER_HEADER,
+            b"Content-Type: text/plain; charset=utf-8\r\n",
+            b"Content-Length: %d\r\n" % len(body),
+            extra,
+            b"Connection: close\r\n\r\n" if close else b"\r\n",
+            body,
+        )
+    )
+
+
+CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"

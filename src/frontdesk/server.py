@@ -1,0 +1,66 @@
+"""Start the server for a validated `Config`: load the app, bind, serve. Returns an exit status."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from frontdesk import sockets
+from frontdesk.errors import AppLoadError, FrontdeskError
+
+log = logging.getLogger("frontdesk.error")
+
+
+def configure_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S %z",
+        stream=sys.stderr,
+    )
+
+
+def build_static(config: Any) -> Any:
+    mounts = getattr(config, "static", ())
+    if not mounts:
+        return None
+    from frontdesk.static import StaticFiles, parse_mount
+
+    return StaticFiles(
+        [parse_mount(spec) for spec in mounts],
+        fallthrough=getattr(config, "static_fallthrough", False),
+        precompress=getattr(config, "static_precompress", False),
+    )
+
+
+def run(config: Any) -> int:
+    """Serve `config.app` in this process until SIGTERM/SIGINT. Errors → one line, status 2."""
+    configure_logging(getattr(config, "log_level", "info"))
+    from frontdesk.loader import load_app
+    from frontdesk.worker.process import Worker
+
+    try:
+        app = load_app(
+            config.app,
+            chdir=getattr(config, "chdir", None),
+            pythonpath=tuple(getattr(config, "pythonpath", ()) or ()),
+        )
+        static = build_static(config)
+        listeners = [
+            sockets.bind(spec, backlog=config.backlog, reuse_port=getattr(config, "reuse_port", False))
+            for spec in config.bind
+        ]
+    except AppLoadError as exc:
+        print(f"frontdesk: error: {exc}", file=sys.stderr)
+        return 2
+    except (FrontdeskError, ValueError) as exc:
+        print(f"frontdesk: error: {exc}", file=sys.stderr)
+        return 2
+    for sock in listeners:
+        log.info("Listening at: %s (%d)", sockets.describe(sock), os.getpid())
+    worker = Worker(config, app, static)
+    status = worker.run(listeners)
+    log.info("Shutting down: exit %d", status)
+    return status

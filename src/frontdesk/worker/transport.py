@@ -1,0 +1,384 @@
+"""One connection in the event loop: `asyncio.Protocol` ↔ parser, dispatch, writes, timers.
+
+Theory of operation
+-------------------
+Bytes go into the connection's `RequestParser`; complete requests queue on it in order. One
+request at a time is *current*: it is answered by the static handler (in the loop) or by the app
+(in the thread pool); its reply comes back through the worker's `Outbox` as `deliver(...)` calls,
+and when the last one arrives the next queued request becomes current. So pipelined requests are
+answered in order, and an app thread never sees more than one request of a connection at once.
+
+A `ProtocolError` ends the parser. Requests before it are still answered; then the error's
+status goes out with `Connection: close` and the connection closes. Nothing after it is read.
+
+Timers are deadlines checked by the worker's once-a-second sweep (no timer object per request):
+
+    ========  ==========================  ===============================
+    phase     deadline                    on expiry
+    ========  ==========================  ===============================
+    IDLE      keep-alive (header timeout  close silently
+              for a new connection)
+    HEADERS   header timeout from the     408, close (slowloris defence)
+              first byte of the request
+    BODY      body timeout since the      408, close
+              last bytes read
+    BUSY      none here (app timeouts     —
+              belong to the master)
+    ========  ==========================  ===============================
+
+Back-pressure: an app thread `reserve()`s room before handing bytes over; past the buffer bound
+(or while the transport says its buffer is full) it waits, up to the send timeout without
+progress, then the connection is aborted and the thread released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from frontdesk.errors import ProtocolError
+from frontdesk.protocol import parser as parsing
+from frontdesk.protocol import serialize
+from frontdesk.wsgi.bridge import DONE_CLOSE, DONE_KEEP_ALIVE, MORE
+from frontdesk.wsgi.environ import connection_environ, split_target
+
+if TYPE_CHECKING:
+    from frontdesk.worker.process import Worker
+
+log = logging.getLogger("frontdesk.error")
+
+NO_DEADLINE, IDLE, HEADERS, BODY = 0, 1, 2, 3
+# Pipelined requests parsed ahead of the current one before reading pauses.
+MAX_QUEUED_REQUESTS = 16
+# Unsent response bytes a connection may hold before the app thread waits (back-pressure).
+BUFFER_LIMIT = 512 * 1024
+
+
+class HttpConnection(asyncio.Protocol):
+    """The loop's side of one client connection (see module docstring)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.closed = False
+        self.busy = False
+        self.deadline = 0.0
+        self.phase = NO_DEADLINE
+        self.environ_base: dict[str, Any] = {}
+        self.parser = parsing.RequestParser(worker.limits)
+        self.transport: asyncio.Transport | None = None
+        self._error: ProtocolError | None = None
+        self._eof = False
+        self._reading_paused = False
+        self._keep_alive = True
+        self._dispatching = False
+        # Back-pressure: `pushed` is written by the app thread only, `delivered` by the loop
+        # only, so their difference is exact without a lock.
+        self.pushed = 0
+        self.delivered = 0
+        self._write_paused = False
+        self._thread_waiting = False
+        self._drained = threading.Event()
+        # Replies that arrive while a file is being sent with sendfile.
+        self._sending_file = False
+        self._backlog: deque[tuple[Any, int]] = deque()
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(high=BUFFER_LIMIT, low=BUFFER_LIMIT // 4)
+        worker = self.worker
+        self.environ_base = connection_environ(
+            server=_address(transport.get_extra_info("sockname"), worker.server_name),
+            peer=_address(transport.get_extra_info("peername"), ""),
+            url_scheme="http",
+            root_path=worker.config.root_path,
+            multithread=worker.config.threads > 1,
+            multiprocess=worker.config.workers > 1,
+        )
+        worker.connections.add(self)
+        if worker.draining:
+            self._keep_alive = False
+        self._set_deadline(IDLE, worker.config.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        try:
+            parser.feed(data)
+        except ProtocolError as exc:
+            self._fail(exc)
+        if parser.requests and not self.busy:
+            self._start_next()
+        elif parser.expect_continue and not self.busy:
+            self._send_continue()
+        if self._error is None:
+            state = parser.state
+            if state == parsing.HEADERS:
+                if self.phase != HEADERS:
+                    self._set_deadline(HEADERS, self.worker.config.header_timeout)
+            elif state == parsing.BODY:
+                self._set_deadline(BODY, self.worker.config.body_timeout)
+            if len(parser.requests) >= MAX_QUEUED_REQUESTS and not self._reading_paused:
+                self._pause_reading()
+
+    def eof_received(self) -> bool:
+        # A client may half-close after sending its last request; it still wants the answer.
+        self._eof = True
+        if not self.busy and not self.parser.requests:
+            if self.parser.state != parsing.IDLE and self._error is None:
+                self._error = ProtocolError(400, "connection closed mid-request")
+                self.parser.discard()
+                self._send_error()  # the client cannot read it if it is gone; it may be half-open
+            return False
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.worker.connections.discard(self)
+        self.parser.discard()
+        self.parser.requests.clear()
+        self._backlog.clear()
+        self._notify_thread()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._notify_thread()
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    def _start_next(self) -> None:
+        if self._dispatching:
+            return  # a static reply finished inside the loop below; it picks up the next one
+        self._dispatching = True
+        requests = self.parser.requests
+        worker = self.worker
+        while requests and not self.busy and not self.closed:
+            request = requests.popleft()
+            self.busy = True
+            self.phase = NO_DEADLINE
+            if not self._keep_alive:
+                request.keep_alive = False
+            static = worker.static
+            if static is not None:
+                path, _ = split_target(request.target)
+                response = static.respond(request.method, path, request.headers)
+                if response is not None:
+                    self._send_static(request, response)
+                    continue
+            worker.pool.submit(self, request)
+        self._dispatching = False
+        if self._reading_paused and not self.busy and not requests and self._error is None:
+            self._reading_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def deliver(self, data: Any, end: int) -> None:
+        """A reply for the current request (from the Outbox, in the loop thread)."""
+        if self.closed:
+            close = getattr(data, "close", None)
+            if close is not None and type(data) is not bytes:
+                close()
+            return
+        if self._sending_file:
+            self._backlog.append((data, end))
+            return
+        if type(data) is bytes:
+            if data:
+                self.transport.write(data)  # type: ignore[union-attr]
+                self.delivered += len(data)
+                if self._thread_waiting:
+                    self._notify_thread()
+        else:
+            self._sending_file = True
+            self.worker.loop.create_task(self._send_file(data, end))
+            return
+        if end != MORE:
+            self._finish_response(end == DONE_KEEP_ALIVE)
+
+    def _finish_response(self, keep_alive: bool) -> None:
+        self.busy = False
+        if not keep_alive or not self._keep_alive or self.worker.draining:
+            self._close()
+            return
+        if self._eof and not self.parser.requests:
+            self._close()
+            return
+        if self.parser.requests:
+            self._start_next()
+            return
+        if self._error is not None:
+            self._send_error()
+            return
+        if self.parser.expect_continue:
+            self._send_continue()
+        if self.parser.state == parsing.IDLE:
+            self._set_deadline(IDLE, self.worker.config.keepalive)
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    # -- static files -----------------------------------------------------------------------------
+
+    def _send_static(self, request: parsing.Request, response: Any) -> None:
+        keep_alive = request.keep_alive
+        lines = [b"HTTP/1.1 %d %s\r\n" % (response.status, serialize.reason(response.status).encode())]
+        for name, value in response.headers:
+            lines += (name, b": ", value, b"\r\n")
+        lines += (serialize.DATE_HEADER, serialize.SERVER_HEADER)
+        if not keep_alive:
+            lines.append(b"Connection: close\r\n")
+        elif request.version == "1.0":
+            lines.append(b"Connection: keep-alive\r\n")
+        lines.append(b"\r\n")
+        end = DONE_KEEP_ALIVE if keep_alive else DONE_CLOSE
+        body = response.body
+        if not body:
+            self.deliver(b"".join(lines), end)
+            return
+        first = body[0]
+        if type(first) is bytes:
+            lines.append(first)
+            body = body[1:]
+        head = b"".join(lines)
+        if not body:
+            self.deliver(head, end)
+            return
+        self.deliver(head, MORE)
+        for part in body[:-1]:
+            self.deliver(part, MORE)
+        self.deliver(body[-1], end)
+
+    async def _send_file(self, region: Any, end: int) -> None:
+        from frontdesk.worker.sendfile import sendfile
+
+        try:
+            await sendfile(self.transport, region.file, region.offset, region.count)
+        except (ConnectionError, OSError) as exc:
+            if not self.closed:
+                log.info("sendfile stopped: %s", exc)
+                self.transport.abort()  # type: ignore[union-attr]
+            end = DONE_CLOSE
+        finally:
+            close = getattr(region, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    log.exception("closing a sent file failed")
+        self._sending_file = False
+        if self.closed:
+            return
+        if end != MORE:
+            self._finish_response(end == DONE_KEEP_ALIVE)
+        backlog = self._backlog
+        while backlog and not self._sending_file and not self.closed:
+            data, end = backlog.popleft()
+            self.deliver(data, end)
+
+    # -- errors, timeouts, closing ----------------------------------------------------------------
+
+    def _fail(self, error: ProtocolError) -> None:
+        self._error = error
+        self.phase = NO_DEADLINE
+        self._pause_reading()
+        if not self.busy and not self.parser.requests:
+            self._send_error()
+
+    def _send_error(self) -> None:
+        error = self._error
+        assert error is not None
+        log.info("%s: %d %s", self.environ_base.get("REMOTE_ADDR", "?"), error.status, error.reason)
+        if not self.closed:
+            self.transport.write(serialize.error_response(error.status))  # type: ignore[union-attr]
+        self._close()
+
+    def _send_continue(self) -> None:
+        self.parser.expect_continue = False
+        self.transport.write(serialize.CONTINUE_RESPONSE)  # type: ignore[union-attr]
+
+    def on_deadline(self) -> None:
+        """Called by the worker's sweep when `deadline` has passed for the current phase."""
+        phase = self.phase
+        self.phase = NO_DEADLINE
+        if phase == IDLE:
+            self._close()
+        elif phase in (HEADERS, BODY):
+            self.parser.discard()
+            self._fail(ProtocolError(408, "timed out reading the request"))
+
+    def close_if_idle(self) -> None:
+        """Graceful stop: close now if nothing is in progress, else after the current reply."""
+        self._keep_alive = False
+        if not self.busy and not self.parser.requests and self.parser.state == parsing.IDLE:
+            self._close()
+
+    def _set_deadline(self, phase: int, seconds: float) -> None:
+        self.phase = phase
+        self.deadline = time.monotonic() + seconds
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and not self.closed:
+            self._reading_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def _close(self) -> None:
+        self.phase = NO_DEADLINE
+        if not self.closed and self.transport is not None:
+            self.transport.close()
+
+    # -- the app thread's side --------------------------------------------------------------------
+
+    def reserve(self, nbytes: int) -> bool:
+        """App thread: wait until `nbytes` more may be queued. False: the client is gone."""
+        if self.closed:
+            return False
+        if self._write_paused or self.pushed - self.delivered > BUFFER_LIMIT:
+            if not self._wait_for_room():
+                return False
+        self.pushed += nbytes
+        return True
+
+    def _wait_for_room(self) -> bool:
+        timeout = self.worker.config.send_timeout
+        progress_mark = self.delivered
+        deadline = time.monotonic() + timeout
+        drained = self._drained
+        while True:
+            drained.clear()
+            self._thread_waiting = True
+            if self.closed:
+                return False
+            if not (self._write_paused or self.pushed - self.delivered > BUFFER_LIMIT):
+                self._thread_waiting = False
+                return True
+            now = time.monotonic()
+            if self.delivered != progress_mark or not self._write_paused:
+                progress_mark = self.delivered
+                deadline = now + timeout
+            if now >= deadline:
+                self._thread_waiting = False
+                log.info("client did not read its response for %.0f s; closing", timeout)
+                self.worker.loop.call_soon_threadsafe(self._abort)
+                return False
+            drained.wait(min(deadline - now, 1.0))
+
+    def _abort(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.abort()
+
+    def _notify_thread(self) -> None:
+        if self._thread_waiting:
+            self._thread_waiting = False
+            self._drained.set()
+
+
+def _address(info: Any, fallback: str) -> tuple[str, str]:
+    if isinstance(info, tuple) and len(info) >= 2:
+        return str(info[0]), str(info[1])
+    return fallback or "localhost", ""

@@ -1,0 +1,251 @@
+"""Runs one request through the WSGI app, in an app thread (PEP 3333 to the letter).
+
+The bridge never touches a socket: response bytes go to the event loop through the worker's
+`Outbox`, and the app thread waits only when the connection already holds a bounded amount of
+unsent data (back-pressure), so a slow client costs buffer, not a thread, up to that bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Callable, Protocol
+
+from frontdesk.protocol import serialize
+from frontdesk.protocol.parser import Request
+from frontdesk.wsgi.environ import build_environ
+from frontdesk.wsgi.file_wrapper import FileWrapper
+from frontdesk.wsgi.response import Head, InvalidResponse, validate
+
+log = logging.getLogger("frontdesk.error")
+
+# What the loop does with a reply once its bytes are written.
+MORE, DONE_KEEP_ALIVE, DONE_CLOSE = 0, 1, 2
+
+INTERNAL_ERROR = 500
+
+
+class Channel(Protocol):
+    """The connection as an app thread sees it (implemented by the worker's transport)."""
+
+    closed: bool
+    environ_base: dict[str, Any]
+
+    def reserve(self, nbytes: int) -> bool:
+        """Wait for room to queue `nbytes` more (back-pressure); False if the client is gone."""
+
+
+class Outbox(Protocol):
+    def push(self, channel: Any, data: Any, end: int) -> None: ...
+
+
+def _push(outbox: Outbox, channel: Channel, data: bytes, end: int) -> None:
+    if not channel.reserve(len(data)):
+        raise ConnectionAbortedError("client went away")
+    outbox.push(channel, data, end)
+
+
+class FileRegion:
+    """A file the loop sends with sendfile; it calls `close` when done (safe for plain files)."""
+
+    __slots__ = ("file", "offset", "count", "close")
+
+    def __init__(self, file: Any, offset: int, count: int, close: Callable[[], None] | None):
+        self.file = file
+        self.offset = offset
+        self.count = count
+        self.close = close
+
+
+class _Response:
+    """Per-request state behind `start_response` and `write`."""
+
+    __slots__ = (
+        "channel",
+        "request",
+        "outbox",
+        "status",
+        "headers",
+        "head",
+        "sent",
+        "keep_alive",
+    )
+
+    def __init__(self, channel: Channel, request: Request, outbox: Outbox) -> None:
+        self.channel = channel
+        self.request = request
+        self.outbox = outbox
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.head: Head | None = None
+        self.sent = 0
+        self.keep_alive = request.keep_alive
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.head is not None:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # break the traceback cycle (PEP 3333)
+        elif self.status is not None:
+            raise AssertionError("start_response called a second time without exc_info")
+        validate(status, headers)
+        self.status = status
+        self.headers = headers
+        return self.write
+
+    def _make_head(self, body_length: int | None) -> Head:
+        if self.status is None:
+            raise InvalidResponse("the app returned a body without calling start_response")
+        request = self.request
+        head = Head(
+            self.status,
+            self.headers,
+            method=request.method,
+            version=request.version,
+            keep_alive=self.keep_alive,
+            body_length=body_length,
+        )
+        self.head = head
+        self.keep_alive = head.keep_alive
+        return head
+
+    def write(self, data: bytes) -> None:
+        """Send one body chunk (also PEP 3333's legacy `write` callable)."""
+        if type(data) is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
+            data = bytes(data)
+        head = self.head
+        prefix = b""
+        if head is None:
+            head = self._make_head(None)
+            prefix = head.data
+        if head.has_body and data:
+            limit = head.content_length
+            if limit is not None and self.sent + len(data) > limit:
+                log.error(
+                    "%s %s: app sent more than its Content-Length (%d); truncated",
+                    self.request.method, self.request.target.decode("latin-1"), limit,
+                )
+                data = data[: limit - self.sent]
+                self.keep_alive = False
+            self.sent += len(data)
+            if head.chunked:
+                data = b"%x\r\n%b\r\n" % (len(data), data)
+        else:
+            data = b""
+        if prefix or data:
+            _push(self.outbox, self.channel, prefix + data if prefix else data, MORE)
+
+    def finish(self) -> None:
+        head = self.head
+        tail = b""
+        if head is None:
+            head = self._make_head(0)
+            tail = head.data
+        elif head.chunked:
+            tail = b"0\r\n\r\n"
+        elif head.content_length is not None and self.sent < head.content_length:
+            log.error(
+                "%s %s: app sent %d bytes of its Content-Length %d; closing the connection",
+                self.request.method, self.request.target.decode("latin-1"),
+                self.sent, head.content_length,
+            )
+            self.keep_alive = False
+        _push(self.outbox, self.channel, tail, DONE_KEEP_ALIVE if self.keep_alive else DONE_CLOSE)
+
+
+class Bridge:
+    """Calls the app for one request and hands the response to the loop."""
+
+    def __init__(self, app: Callable[..., Any], outbox: Outbox) -> None:
+        self.app = app
+        self.outbox = outbox
+
+    def handle(self, channel: Channel, request: Request) -> None:
+        response = _Response(channel, request, self.outbox)
+        try:
+            environ = build_environ(request, channel.environ_base)
+            result = self.app(environ, response.start_response)
+        except Exception:
+            self._fail(response, "the app raised")
+            return
+        loop_closes = False
+        try:
+            loop_closes = self._send_result(response, result)
+        except ConnectionError:
+            self.outbox.push(channel, b"", DONE_CLOSE)  # client gone: just release the connection
+        except Exception:
+            self._fail(response, "the app's response failed")
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None and not loop_closes:
+                try:
+                    close()
+                except Exception:
+                    log.exception("%s %s: close() of the app's iterable raised",
+                                  request.method, request.target.decode("latin-1"))
+
+    def _send_result(self, response: _Response, result: Any) -> bool:
+        """Send the app's result; True when the loop took over calling its close()."""
+        channel = response.channel
+        if type(result) is list or type(result) is tuple:
+            # The whole body is known: one write, with Content-Length, no chunking.
+            body = b"".join(result)
+            head = response._make_head(len(body))
+            if head.has_body:
+                if head.content_length is not None and len(body) != head.content_length:
+                    response.write(body)  # reports and closes on a length mismatch
+                    response.finish()
+                    return False
+                data = head.data + body
+            else:
+                data = head.data
+            _push(self.outbox, channel, data, DONE_KEEP_ALIVE if response.keep_alive else DONE_CLOSE)
+            return False
+        if type(result) is FileWrapper and response.head is None:
+            region = result.sendfile_region()
+            if region is not None:
+                return self._send_file(response, result, *region)
+        for chunk in result:
+            if channel.closed:
+                raise ConnectionAbortedError("client went away")
+            response.write(chunk)
+        response.finish()
+        return False
+
+    def _send_file(self, response: _Response, wrapper: FileWrapper, file: Any, offset: int,
+                   count: int) -> bool:
+        head = response._make_head(count)
+        if head.content_length is not None and head.content_length != count:
+            # The app declared another length than the file has: stream it the careful way.
+            for chunk in wrapper:
+                response.write(chunk)
+            response.finish()
+            return False
+        end = DONE_KEEP_ALIVE if response.keep_alive else DONE_CLOSE
+        if not head.has_body:
+            _push(self.outbox, response.channel, head.data, end)
+            return False
+        _push(self.outbox, response.channel, head.data, MORE)
+        # The loop closes the file after the transfer, so the thread is free at once.
+        self.outbox.push(response.channel, FileRegion(file, offset, count, wrapper.close), end)
+        return True
+
+    def _fail(self, response: _Response, what: str) -> None:
+        request = response.request
+        log.error("%s %s: %s", request.method, request.target.decode("latin-1"), what,
+                  exc_info=sys.exc_info())
+        if response.head is None:
+            # Nothing sent yet, and the request was read whole: a plain 500 keeps the connection.
+            keep_alive = response.keep_alive
+            data = serialize.error_response(INTERNAL_ERROR, close=not keep_alive)
+            self.outbox.push(response.channel, data, DONE_KEEP_ALIVE if keep_alive else DONE_CLOSE)
+        else:
+            # Part of the response is on the wire already: the only honest signal left is to
+            # cut the connection, so the client sees a truncated response, not a complete one.
+            self.outbox.push(response.channel, b"", DONE_CLOSE)

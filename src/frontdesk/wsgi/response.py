@@ -1,0 +1,98 @@
+"""Validation and serialisation of what a WSGI app gives `start_response`. Pure: no I/O."""
+
+from __future__ import annotations
+
+import re
+
+from frontdesk.protocol import serialize
+
+# RFC 9110 §5.1 token; field values may hold HTAB, SP, VCHAR and obs-text but no other controls.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
+_STATUS = re.compile(r"[1-9][0-9][0-9] [^\x00-\x08\x0a-\x1f\x7f]*")
+# Framing is the server's job; an app must not send hop-by-hop fields (PEP 3333).
+_DROPPED = frozenset(("connection", "transfer-encoding", "keep-alive", "upgrade", "date", "server"))
+_NO_BODY_STATUS = frozenset((204, 304))
+
+
+class InvalidResponse(ValueError):
+    """The app's status or headers cannot go on the wire (it gets a 500 instead)."""
+
+
+def validate(status: object, headers: object) -> None:
+    if type(status) is not str or not _STATUS.fullmatch(status):
+        raise InvalidResponse(f"invalid WSGI status {status!r}")
+    if type(headers) is not list:
+        raise InvalidResponse(f"WSGI response headers must be a list, not {type(headers).__name__}")
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2:
+            raise InvalidResponse(f"invalid WSGI header {item!r}: expected a (name, value) tuple")
+        name, value = item
+        if type(name) is not str or not _TOKEN.fullmatch(name):
+            raise InvalidResponse(f"invalid header name {name!r}")
+        if type(value) is not str or not _FIELD_VALUE.fullmatch(value):
+            raise InvalidResponse(f"invalid value for header {name!r}: {value!r}")
+    status.encode("latin-1")  # UnicodeEncodeError (a ValueError) for non-latin-1 text
+    for name, value in headers:  # type: ignore[misc]
+        if not value.isascii():
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise InvalidResponse(f"header {name!r} is not latin-1: {value!r}") from None
+
+
+class Head:
+    """The framing decided for one response, and its serialised status line and headers."""
+
+    __slots__ = ("data", "content_length", "chunked", "keep_alive", "has_body")
+
+    def __init__(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        *,
+        method: str,
+        version: str,
+        keep_alive: bool,
+        body_length: int | None,
+    ) -> None:
+        code = int(status[:3])
+        has_body = method != "HEAD" and code >= 200 and code not in _NO_BODY_STATUS
+        lines = ["HTTP/1.1 ", status, "\r\n"]
+        content_length: int | None = None
+        for name, value in headers:
+            lname = name.lower()
+            if lname in _DROPPED:
+                if lname == "connection" and "close" in value.lower():
+                    keep_alive = False
+                continue
+            if lname == "content-length":
+                if not value.isdigit() or content_length is not None:
+                    raise InvalidResponse(f"invalid Content-Length from the app: {value!r}")
+                content_length = int(value)
+            lines += (name, ": ", value, "\r\n")
+        chunked = False
+        if content_length is None and code >= 200 and code not in _NO_BODY_STATUS:
+            if body_length is not None and (body_length or method != "HEAD"):
+                content_length = body_length
+                lines += ("Content-Length: ", str(body_length), "\r\n")
+            elif body_length is None and has_body:
+                if version == "1.1":
+                    chunked = True
+                    lines.append("Transfer-Encoding: chunked\r\n")
+                else:
+                    keep_alive = False  # HTTP/1.0: the close delimits the body
+        if not keep_alive:
+            lines.append("Connection: close\r\n")
+        elif version == "1.0":
+            lines.append("Connection: keep-alive\r\n")
+        self.data = (
+            "".join(lines).encode("latin-1")
+            + serialize.DATE_HEADER
+            + serialize.SERVER_HEADER
+            + b"\r\n"
+        )
+        self.content_length = content_length if has_body else None
+        self.chunked = chunked
+        self.keep_alive = keep_alive
+        self.has_body = has_body
