@@ -30,7 +30,19 @@ def date_header() -> bytes:
 refresh_date()
 
 
+# RFC 9110 §15 phrases; HTTPStatus's differ between Python versions (413, 414, 416, 422).
+_PHRASES = {
+    413: "Content Too Large",
+    414: "URI Too Long",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+}
+
+
 def reason(status: int) -> str:
+    phrase = _PHRASES.get(status)
+    if phrase is not None:
+        return phrase
     try:
         return HTTPStatus(status).phrase
     except ValueError:
