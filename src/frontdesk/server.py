@@ -42,20 +42,17 @@ def run(config: Any) -> int:
     from frontdesk.worker.process import Worker
 
     try:
-        app = load_app(
-            config.app,
-            chdir=getattr(config, "chdir", None),
-            pythonpath=tuple(getattr(config, "pythonpath", ()) or ()),
-        )
+        # Static directories are relative to where frontdesk started, so before --chdir.
         static = build_static(config)
+        # AppLoadError propagates: the CLI prints the user's traceback and exits 2.
+        app = load_app(config.app, chdir=config.chdir, pythonpath=config.pythonpath)
         listeners = [
-            sockets.bind(spec, backlog=config.backlog, reuse_port=getattr(config, "reuse_port", False))
+            sockets.bind(spec, backlog=config.backlog, reuse_port=config.reuse_port)
             for spec in config.bind
         ]
-    except AppLoadError as exc:
-        print(f"frontdesk: error: {exc}", file=sys.stderr)
-        return 2
-    except (FrontdeskError, ValueError) as exc:
+    except (ValueError, FrontdeskError) as exc:
+        if isinstance(exc, AppLoadError):
+            raise
         print(f"frontdesk: error: {exc}", file=sys.stderr)
         return 2
     for sock in listeners:

@@ -1,0 +1,6 @@
+def application(environ, start_response):
+    return []
+
+
+def app(environ, start_response):
+    return []

@@ -1,0 +1,2 @@
+def wsgi(environ, start_response):
+    return []

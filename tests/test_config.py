@@ -1,0 +1,336 @@
+"""The settings table, the four sources and their precedence, validation, docs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import frontdesk.static
+from frontdesk.config import SETTINGS, Config, format_config, resolve, update_docs
+from frontdesk.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+
+
+def run(tmp_path: Path, cli: dict[str, object] | None = None, env: dict[str, str] | None = None):
+    return resolve(cli or {}, environ=env or {}, cwd=tmp_path)
+
+
+def error(tmp_path: Path, cli=None, env=None) -> str:
+    with pytest.raises(ConfigError) as info:
+        run(tmp_path, cli, env)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# -- the table itself --
+
+
+def test_defaults_match_the_dataclass_and_parse_as_their_own_type() -> None:
+    config = Config()
+    for s in SETTINGS:
+        assert getattr(config, s.name) == s.default_value(), s.name
+        if s.default_value() is not None:
+            assert s.type(s.default_value()) == s.default_value(), s.name
+        assert s.doc and s.group, s.name
+
+
+def test_every_flag_is_declared_once() -> None:
+    flags = [f for s in SETTINGS for f in s.flags]
+    assert len(flags) == len(set(flags))
+    assert [s.name for s in SETTINGS if not s.flags] == ["app"]
+
+
+def test_defaults_alone(tmp_path: Path) -> None:
+    config, sources = run(tmp_path)
+    assert config.bind == ("127.0.0.1:8000",)
+    assert config.workers == (os.cpu_count() or 1)
+    assert config.limit_request_body == 1 << 30
+    assert set(sources.values()) == {"default"}
+
+
+def test_docs_are_up_to_date() -> None:
+    text = DOCS.read_text()
+    assert update_docs(text) == text, (
+        "docs/configuration.md is out of date; regenerate it with the command it shows"
+    )
+    for s in SETTINGS:
+        assert f"| `{s.name}`" in text
+
+
+# -- precedence --
+
+
+def test_precedence_across_all_four_sources(tmp_path: Path) -> None:
+    (tmp_path / "frontdesk.toml").write_text(
+        "threads = 2\nbacklog = 10\ntimeout = 5\n"
+    )
+    env = {"FRONTDESK_THREADS": "3", "FRONTDESK_BACKLOG": "20"}
+    config, sources = run(tmp_path, {"threads": "4"}, env)
+    assert (config.threads, sources["threads"]) == (4, "command line")
+    assert (config.backlog, sources["backlog"]) == (20, "env FRONTDESK_BACKLOG")
+    assert (config.timeout, sources["timeout"]) == (5.0, "frontdesk.toml")
+    assert (config.graceful_timeout, sources["graceful_timeout"]) == (30.0, "default")
+
+
+def test_a_higher_source_replaces_a_list(tmp_path: Path) -> None:
+    (tmp_path / "frontdesk.toml").write_text('bind = ["127.0.0.1:1", "127.0.0.1:2"]\n')
+    config, _ = run(tmp_path, {"bind": ["127.0.0.1:3"]})
+    assert config.bind == ("127.0.0.1:3",)
+
+
+def test_overridden_sources_are_still_checked(tmp_path: Path) -> None:
+    message = error(tmp_path, {"threads": "4"}, {"FRONTDESK_THREADS": "many"})
+    assert "FRONTDESK_THREADS" in message
+
+
+def test_config_file_discovery_order(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.frontdesk]\nthreads = 2\n")
+    config, sources = run(tmp_path)
+    assert (config.threads, sources["threads"]) == (2, "pyproject.toml [tool.frontdesk]")
+
+    (tmp_path / "frontdesk.toml").write_text("threads = 3\n")
+    assert run(tmp_path).config.threads == 3
+
+    (tmp_path / "other.toml").write_text("threads = 5\n")
+    config, sources = run(tmp_path, env={"FRONTDESK_CONFIG": "other.toml"})
+    assert (config.threads, sources["threads"], sources["config"]) == (5, "other.toml", "env FRONTDESK_CONFIG")
+    (tmp_path / "cli.toml").write_text("threads = 6\n")
+    config, _ = run(tmp_path, {"config": "cli.toml"}, {"FRONTDESK_CONFIG": "other.toml"})
+    assert config.threads == 6
+
+
+def test_pyproject_without_a_frontdesk_table_is_no_source(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    assert set(run(tmp_path).sources.values()) == {"default"}
+
+
+def test_toml_keys_may_use_dashes(tmp_path: Path) -> None:
+    (tmp_path / "frontdesk.toml").write_text("graceful-timeout = 7\nlimit-request-body = '10m'\n")
+    config = run(tmp_path).config
+    assert (config.graceful_timeout, config.limit_request_body) == (7.0, 10 << 20)
+
+
+def test_a_key_given_twice_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "frontdesk.toml").write_text("graceful-timeout = 7\ngraceful_timeout = 8\n")
+    assert error(tmp_path) == "setting 'graceful_timeout' in frontdesk.toml is given twice"
+
+
+# -- PORT and WEB_CONCURRENCY --
+
+
+def test_port_binds_all_interfaces(tmp_path: Path) -> None:
+    config, sources = run(tmp_path, env={"PORT": "5000"})
+    assert (config.bind, sources["bind"]) == (("0.0.0.0:5000",), "env PORT")
+
+
+def test_port_beats_the_file_but_not_explicit_binds(tmp_path: Path) -> None:
+    (tmp_path / "frontdesk.toml").write_text('bind = ["127.0.0.1:9000"]\n')
+    assert run(tmp_path, env={"PORT": "5000"}).config.bind == ("0.0.0.0:5000",)
+    env = {"PORT": "5000", "FRONTDESK_BIND": "unix:/tmp/a.sock 127.0.0.1:1"}
+    assert run(tmp_path, env=env).config.bind == ("unix:/tmp/a.sock", "127.0.0.1:1")
+    cli = {"bind": ["[::1]:8080"]}
+    assert run(tmp_path, cli, {"PORT": "5000"}).config.bind == ("[::1]:8080",)
+
+
+@pytest.mark.parametrize("port", ["http", "0", "70000", "-1"])
+def test_bad_port(tmp_path: Path, port: str) -> None:
+    assert error(tmp_path, env={"PORT": port}).startswith(
+        "setting 'bind' in environment variable PORT is invalid"
+    )
+
+
+def test_web_concurrency(tmp_path: Path) -> None:
+    config, sources = run(tmp_path, env={"WEB_CONCURRENCY": "3"})
+    assert (config.workers, sources["workers"]) == (3, "env WEB_CONCURRENCY")
+    env = {"WEB_CONCURRENCY": "3", "FRONTDESK_WORKERS": "5"}
+    assert run(tmp_path, env=env).config.workers == 5
+    assert run(tmp_path, {"workers": "7"}, {"WEB_CONCURRENCY": "3"}).config.workers == 7
+    message = error(tmp_path, env={"WEB_CONCURRENCY": "lots"})
+    assert message.startswith("setting 'workers' in environment variable WEB_CONCURRENCY is invalid")
+
+
+def test_empty_environment_variables_count_as_unset(tmp_path: Path) -> None:
+    sources = run(tmp_path, env={"FRONTDESK_THREADS": "", "PORT": "", "WEB_CONCURRENCY": ""}).sources
+    assert set(sources.values()) == {"default"}
+
+
+# -- unknown and misplaced settings --
+
+
+def test_unknown_toml_key_suggests_a_name(tmp_path: Path) -> None:
+    (tmp_path / "frontdesk.toml").write_text("threds = 4\n")
+    assert error(tmp_path) == "setting 'threds' in frontdesk.toml is unknown (did you mean 'threads'?)"
+
+
+def test_unknown_pyproject_key(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.frontdesk]\nxyzzy = 4\n")
+    assert error(tmp_path) == "setting 'xyzzy' in pyproject.toml [tool.frontdesk] is unknown"
+
+
+def test_unknown_environment_variable_suggests_a_name(tmp_path: Path) -> None:
+    assert error(tmp_path, env={"FRONTDESK_WORKRES": "2"}) == (
+        "setting 'workres' in environment variable FRONTDESK_WORKRES is unknown"
+        " (did you mean FRONTDESK_WORKERS?)"
+    )
+
+
+def test_unknown_programmatic_cli_name(tmp_path: Path) -> None:
+    assert "is unknown" in error(tmp_path, {"no_such": "1"})
+
+
+def test_settings_in_the_wrong_place(tmp_path: Path) -> None:
+    (tmp_path / "frontdesk.toml").write_text("config = 'x.toml'\n")
+    assert error(tmp_path) == "setting 'config' in frontdesk.toml is not allowed in a config file"
+    (tmp_path / "frontdesk.toml").unlink()
+    assert "only be given on the command line" in error(tmp_path, env={"FRONTDESK_PRINT_CONFIG": "1"})
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    assert error(tmp_path, {"config": "nope.toml"}) == (
+        "setting 'config' on the command line is invalid: no such file: nope.toml"
+    )
+    assert "environment variable FRONTDESK_CONFIG" in error(tmp_path, env={"FRONTDESK_CONFIG": "nope.toml"})
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    (tmp_path / "frontdesk.toml").write_text("threads = \n")
+    assert error(tmp_path).startswith("config file frontdesk.toml is not valid TOML: ")
+
+
+# -- values and validation --
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "expected"),
+    [
+        ("limit_request_body", "10k", 10 * 1024),
+        ("limit_request_body", "1M", 1 << 20),
+        ("limit_request_body", "2g", 2 << 30),
+        ("limit_request_body", "0", 0),
+        ("limit_request_body", 4096, 4096),
+        ("timeout", "0.5", 0.5),
+        ("timeout", 3, 3.0),
+        ("keepalive", "0", 0.0),
+        ("reuse_port", "yes", True),
+        ("reuse_port", "off", False),
+        ("reuse_port", True, True),
+        ("umask", "027", 0o27),
+        ("umask", "0o022", 0o22),
+        ("umask", 0o77, 0o77),
+        ("loop", "UVLOOP", "uvloop"),
+        ("forwarded_allow_ips", "*", "*"),
+        ("forwarded_allow_ips", " 10.0.0.0/8, ::1 ", "10.0.0.0/8,::1"),
+        ("pythonpath", "src, lib,", ("src", "lib")),
+        ("pythonpath", ["a", "b"], ("a", "b")),
+        ("bind", ["unix:/run/a.sock", "fd://3", "[::]:0", "localhost:80"],
+         ("unix:/run/a.sock", "fd://3", "[::]:0", "localhost:80")),
+        ("bind", "0.0.0.0:8000", ("0.0.0.0:8000",)),
+        ("root_path", "/app", "/app"),
+        ("access_log", "", None),
+        ("access_log", "-", "-"),
+    ],
+)
+def test_values_are_parsed(tmp_path: Path, name: str, raw: object, expected: object) -> None:
+    assert getattr(run(tmp_path, {name: raw}).config, name) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "complaint"),
+    [
+        ("threads", "abc", "expected a whole number, got 'abc'"),
+        ("threads", "0", "must be at least 1 and at most 4096, got 0"),
+        ("threads", True, "expected a whole number, got True"),
+        ("threads", "4.5", "expected a whole number"),
+        ("timeout", "0", "must be more than 0"),
+        ("timeout", "-1", "expected a number of seconds"),
+        ("timeout", "nan", "expected a number of seconds"),
+        ("graceful_timeout", "30s", "expected a number of seconds"),
+        ("limit_request_body", "10x", "expected a size in bytes"),
+        ("limit_request_line", "1m", "at most 64k, got 1m"),
+        ("bind", ["8000"], "expected HOST:PORT"),
+        ("bind", ["::1:8000"], "put IPv6 addresses in brackets"),
+        ("bind", ["[nope]:80"], "is not an IPv6 address"),
+        ("bind", ["127.0.0.1:70000"], "port 70000 is out of range"),
+        ("bind", ["unix:"], "needs a socket path"),
+        ("bind", ["fd://x"], "needs a file descriptor number"),
+        ("bind", [], "needs at least one value"),
+        ("root_path", "app", "must be empty or start with '/'"),
+        ("root_path", "/app/", "must be empty or start with '/'"),
+        ("loop", "trio", "expected one of auto, uvloop, asyncio, got 'trio'"),
+        ("log_level", "loud", "expected one of debug"),
+        ("forwarded_allow_ips", "10.0.0.300", "'10.0.0.300' is not an IP address"),
+        ("umask", "999", "expected an octal mode"),
+        ("umask", "1777", "at most 0o777"),
+        ("access_log_json", "maybe", "expected true/false"),
+        ("error_log", 3, "expected a string, got 3"),
+    ],
+)
+def test_bad_values_name_setting_and_source(tmp_path: Path, name: str, raw: object, complaint: str) -> None:
+    message = error(tmp_path, {name: raw})
+    assert message.startswith(f"setting '{name}' on the command line is invalid: ")
+    assert complaint in message
+
+
+def test_wrong_toml_type_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "frontdesk.toml").write_text('threads = "four"\n')
+    assert error(tmp_path) == (
+        "setting 'threads' in frontdesk.toml is invalid: expected a whole number, got 'four'"
+    )
+
+
+def test_environment_lists_are_shell_words(tmp_path: Path) -> None:
+    env = {"FRONTDESK_RELOAD_INCLUDE": "*.html 'my dir/*.css'", "FRONTDESK_RELOAD": "true"}
+    config = run(tmp_path, env=env).config
+    assert config.reload_include == ("*.html", "my dir/*.css")
+    assert config.reload is True
+
+
+def test_static_mounts_are_checked_by_the_static_package(tmp_path: Path, monkeypatch) -> None:
+    seen = []
+
+    def parse_mount(spec: str) -> object:
+        seen.append(spec)
+        if "=" not in spec:
+            raise ValueError(f"expected PREFIX=DIRECTORY, got {spec!r}")
+        return spec
+
+    monkeypatch.setattr(frontdesk.static, "parse_mount", parse_mount, raising=False)
+    mount = f"/static={tmp_path};cache-control=public, max-age=60"
+    assert run(tmp_path, {"static": [mount]}).config.static == (mount,)
+    assert seen == [mount]
+    assert error(tmp_path, {"static": ["/static"]}) == (
+        "setting 'static' on the command line is invalid: expected PREFIX=DIRECTORY, got '/static'"
+    )
+
+
+# -- --print-config output --
+
+
+def test_print_config_round_trips_as_toml(tmp_path: Path) -> None:
+    cli = {"threads": "3", "static_fallthrough": True, "umask": "027", "bind": ["[::1]:9"],
+           "access_log_format": 'a "quoted" %(h)s', "app": "myapp:app"}
+    config, sources = run(tmp_path, cli, {"PORT": "5000", "FRONTDESK_ACCESS_LOG": "-"})
+    text = format_config(config, sources)
+    lines = text.splitlines()
+    assert any(line.startswith("threads = 3 ") and line.endswith("# command line") for line in lines)
+    assert any(line.startswith("access_log = \"-\"") and line.endswith("# env FRONTDESK_ACCESS_LOG")
+               for line in lines)
+    assert any(line.startswith("# pid is unset") and line.endswith("# default") for line in lines)
+    assert len(lines) == len(SETTINGS) + 1
+
+    (tmp_path / "saved.toml").write_text(text)
+    again, again_sources = run(tmp_path, {"config": "saved.toml"})
+    assert dataclasses.replace(again, config=None) == config
+    assert again_sources["umask"] == "saved.toml"
+    assert tomllib.loads(text)["umask"] == 0o27
