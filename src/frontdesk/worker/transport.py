@@ -45,6 +45,7 @@ from frontdesk.protocol import parser as parsing
 from frontdesk.protocol import serialize
 from frontdesk.wsgi.bridge import DONE_CLOSE, DONE_KEEP_ALIVE, MORE
 from frontdesk.wsgi.environ import connection_environ, split_target
+from frontdesk.wsgi.proxy import ProxyTrust, proxy_trust_for
 
 if TYPE_CHECKING:
     from frontdesk.worker.process import Worker
@@ -68,6 +69,7 @@ class HttpConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.phase = NO_DEADLINE
         self.environ_base: dict[str, Any] = {}
+        self.proxy_trust: ProxyTrust | None = None  # set when the peer may speak for clients
         self.parser = parsing.RequestParser(worker.limits)
         self.transport: asyncio.Transport | None = None
         self._error: ProtocolError | None = None
@@ -92,9 +94,13 @@ class HttpConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         transport.set_write_buffer_limits(high=BUFFER_LIMIT, low=BUFFER_LIMIT // 4)
         worker = self.worker
+        peer = _address(transport.get_extra_info("peername"), ("", ""))
+        trust = proxy_trust_for(worker.config.forwarded_allow_ips)
+        if trust.trusts(peer[0]):
+            self.proxy_trust = trust
         self.environ_base = connection_environ(
-            server=_address(transport.get_extra_info("sockname"), worker.server_name),
-            peer=_address(transport.get_extra_info("peername"), ""),
+            server=_address(transport.get_extra_info("sockname"), (worker.server_name, "80")),
+            peer=peer,
             url_scheme="http",
             root_path=worker.config.root_path,
             multithread=worker.config.threads > 1,
@@ -378,7 +384,8 @@ class HttpConnection(asyncio.Protocol):
             self._drained.set()
 
 
-def _address(info: Any, fallback: str) -> tuple[str, str]:
+def _address(info: Any, unix: tuple[str, str]) -> tuple[str, str]:
+    """(host, port) of an inet socket address; `unix` for a unix-socket one."""
     if isinstance(info, tuple) and len(info) >= 2:
         return str(info[0]), str(info[1])
-    return fallback or "localhost", ""
+    return unix

@@ -30,6 +30,7 @@ class Channel(Protocol):
 
     closed: bool
     environ_base: dict[str, Any]
+    proxy_trust: Any  # a ProxyTrust when the peer is a trusted proxy, else None
 
     def reserve(self, nbytes: int) -> bool:
         """Wait for room to queue `nbytes` more (back-pressure); False if the client is gone."""
@@ -169,7 +170,7 @@ class Bridge:
     def handle(self, channel: Channel, request: Request) -> None:
         response = _Response(channel, request, self.outbox)
         try:
-            environ = build_environ(request, channel.environ_base)
+            environ = build_environ(request, channel.environ_base, channel.proxy_trust)
             result = self.app(environ, response.start_response)
         except Exception:
             self._fail(response, "the app raised")

@@ -14,6 +14,7 @@ from urllib.parse import unquote_to_bytes
 
 from frontdesk.protocol.parser import Request
 from frontdesk.wsgi.file_wrapper import FileWrapper
+from frontdesk.wsgi.proxy import ProxyTrust, apply_forwarded
 
 # Header name (as sent) → environ key. Bounded so hostile clients cannot grow it without limit.
 _KEYS: dict[bytes, str] = {}
@@ -80,7 +81,10 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
     return path, query
 
 
-def build_environ(request: Request, base: dict[str, Any]) -> dict[str, Any]:
+def build_environ(
+    request: Request, base: dict[str, Any], proxy_trust: ProxyTrust | None = None
+) -> dict[str, Any]:
+    """The environ for `request`; `proxy_trust` when the peer is a trusted proxy."""
     environ = base.copy()
     path, query = split_target(request.target)
     # PEP 3333: PATH_INFO is the percent-decoded path, bytes carried as latin-1 code points.
@@ -105,6 +109,8 @@ def build_environ(request: Request, base: dict[str, Any]) -> dict[str, Any]:
     if request.chunked or request.body_size:
         # The body arrives de-chunked and complete: tell the app its real length.
         environ["CONTENT_LENGTH"] = str(request.body_size)
+    if proxy_trust is not None:
+        apply_forwarded(environ, proxy_trust)
     body = request.body
     environ["wsgi.input"] = io.BytesIO(body) if isinstance(body, bytes) else body
     return environ
