@@ -26,7 +26,7 @@ _ENVIRON_KEYS = (
     "REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "CONTENT_TYPE",
     "CONTENT_LENGTH", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "REMOTE_ADDR",
     "REMOTE_PORT", "RAW_URI", "wsgi.url_scheme", "wsgi.multithread", "wsgi.multiprocess",
-    "wsgi.run_once", "wsgi.input_terminated",
+    "wsgi.run_once", "wsgi.input_terminated", "frontdesk.request_id",
 )
 
 

@@ -63,7 +63,8 @@ GROUPS = (
     "Logging",
     "Process",
 )
-_COMBINED = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+# Apache combined, then the request time in microseconds and the request id.
+_COMBINED = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s %(rid)s'
 
 
 # -- value types: a raw value (str from argv/env, or a TOML value) -> typed value, or ValueError --
@@ -394,7 +395,7 @@ class Config:
     root_path: str = _setting("", _PROXY, _Str(_check_root_path), "--root-path", doc="URL prefix the app is mounted under, passed as SCRIPT_NAME", metavar="PATH", default_doc="none", equiv="gunicorn SCRIPT_NAME")
 
     access_log: str | None = _setting(None, _LOG, _Str(optional=True), "--access-logfile", doc="Write an access log line per request to PATH ('-' = stdout)", metavar="PATH", default_doc="off", equiv="gunicorn --access-logfile; nginx access_log")
-    access_log_format: str = _setting(_COMBINED, _LOG, _Str(), "--access-log-format", doc="Access log line, with gunicorn's %(x)s atoms", metavar="FORMAT", default_doc="Apache combined", equiv="gunicorn --access-logformat; nginx log_format")
+    access_log_format: str = _setting(_COMBINED, _LOG, _Str(), "--access-log-format", doc="Access log line, with gunicorn's %(x)s atoms", metavar="FORMAT", default_doc="Apache combined + µs + request id", equiv="gunicorn --access-logformat; nginx log_format")
     access_log_json: bool = _setting(False, _LOG, _Bool(), "--access-log-json", doc="Write access log lines as JSON objects instead")
     error_log: str = _setting("-", _LOG, _Str(), "--error-logfile", doc="Write the error log to PATH ('-' = stderr)", metavar="PATH", equiv="gunicorn --error-logfile; nginx error_log")
     log_level: str = _setting("info", _LOG, _Choice(("debug", "info", "warning", "error", "critical")), "--log-level", doc="Least severe error log messages written", equiv="gunicorn --log-level")

@@ -7,19 +7,10 @@ import os
 import sys
 from typing import Any
 
-from frontdesk import sockets
+from frontdesk import logs, sockets
 from frontdesk.errors import AppLoadError, FrontdeskError
 
 log = logging.getLogger("frontdesk.error")
-
-
-def configure_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S %z",
-        stream=sys.stderr,
-    )
 
 
 def build_static(config: Any) -> Any:
@@ -37,7 +28,7 @@ def build_static(config: Any) -> Any:
 
 def run(config: Any) -> int:
     """Serve `config.app` in this process until SIGTERM/SIGINT. Errors → one line, status 2."""
-    configure_logging(getattr(config, "log_level", "info"))
+    logs.configure(config)
     from frontdesk.loader import load_app
     from frontdesk.worker.process import Worker
 

@@ -87,6 +87,7 @@ class Request:
         "body",
         "body_size",
         "chunked",
+        "started",
     )
 
     def __init__(self) -> None:
@@ -98,6 +99,7 @@ class Request:
         self.body: bytes | BinaryIO = b""
         self.body_size = 0
         self.chunked = False
+        self.started = 0.0  # monotonic time the server began answering it (set by the transport)
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.target!r} HTTP/{self.version}>"

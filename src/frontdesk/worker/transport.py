@@ -40,6 +40,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from frontdesk import logs
 from frontdesk.errors import ProtocolError
 from frontdesk.protocol import parser as parsing
 from frontdesk.protocol import serialize
@@ -70,6 +71,7 @@ class HttpConnection(asyncio.Protocol):
         self.phase = NO_DEADLINE
         self.environ_base: dict[str, Any] = {}
         self.proxy_trust: ProxyTrust | None = None  # set when the peer may speak for clients
+        self.access_log = logs.access_log_for(worker.config)
         self.parser = parsing.RequestParser(worker.limits)
         self.transport: asyncio.Transport | None = None
         self._error: ProtocolError | None = None
@@ -167,6 +169,7 @@ class HttpConnection(asyncio.Protocol):
         worker = self.worker
         while requests and not self.busy and not self.closed:
             request = requests.popleft()
+            request.started = time.monotonic()
             self.busy = True
             self.phase = NO_DEADLINE
             if not self._keep_alive:
@@ -244,6 +247,8 @@ class HttpConnection(asyncio.Protocol):
         lines.append(b"\r\n")
         end = DONE_KEEP_ALIVE if keep_alive else DONE_CLOSE
         body = response.body
+        if self.access_log is not None:
+            self._log_static(request, response)
         if not body:
             self.deliver(b"".join(lines), end)
             return
@@ -259,6 +264,18 @@ class HttpConnection(asyncio.Protocol):
         for part in body[:-1]:
             self.deliver(part, MORE)
         self.deliver(body[-1], end)
+
+    def _log_static(self, request: parsing.Request, response: Any) -> None:
+        given = None
+        if self.proxy_trust is not None:
+            given = next((v.decode("latin-1") for n, v in request.headers
+                          if n.lower() == b"x-request-id"), None)
+        sent = sum(len(part) if type(part) is bytes else part.count for part in response.body)
+        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in response.headers]
+        self.access_log.record(  # type: ignore[union-attr]
+            self.environ_base["REMOTE_ADDR"], request, response.status, sent, headers,
+            request.started, logs.request_id(given),
+        )
 
     async def _send_file(self, region: Any, end: int) -> None:
         from frontdesk.worker.sendfile import sendfile

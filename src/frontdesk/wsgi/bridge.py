@@ -11,6 +11,7 @@ import logging
 import sys
 from typing import Any, Callable, Protocol
 
+from frontdesk.logs import request_id
 from frontdesk.protocol import serialize
 from frontdesk.protocol.parser import Request
 from frontdesk.wsgi.environ import build_environ
@@ -31,6 +32,7 @@ class Channel(Protocol):
     closed: bool
     environ_base: dict[str, Any]
     proxy_trust: Any  # a ProxyTrust when the peer is a trusted proxy, else None
+    access_log: Any  # a logs.AccessLog when access logging is on, else None
 
     def reserve(self, nbytes: int) -> bool:
         """Wait for room to queue `nbytes` more (back-pressure); False if the client is gone."""
@@ -70,6 +72,7 @@ class _Response:
         "head",
         "sent",
         "keep_alive",
+        "code",
     )
 
     def __init__(self, channel: Channel, request: Request, outbox: Outbox) -> None:
@@ -81,6 +84,7 @@ class _Response:
         self.head: Head | None = None
         self.sent = 0
         self.keep_alive = request.keep_alive
+        self.code = 0  # the status actually sent, for the access log
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -112,6 +116,7 @@ class _Response:
         )
         self.head = head
         self.keep_alive = head.keep_alive
+        self.code = int(self.status[:3])
         return head
 
     def write(self, data: bytes) -> None:
@@ -169,8 +174,21 @@ class Bridge:
 
     def handle(self, channel: Channel, request: Request) -> None:
         response = _Response(channel, request, self.outbox)
+        environ = build_environ(request, channel.environ_base, channel.proxy_trust)
+        given = environ.get("HTTP_X_REQUEST_ID") if channel.proxy_trust is not None else None
+        rid = environ["frontdesk.request_id"] = request_id(given)
         try:
-            environ = build_environ(request, channel.environ_base, channel.proxy_trust)
+            self._call(response, environ)
+        finally:
+            access_log = channel.access_log
+            if access_log is not None:
+                access_log.record(environ["REMOTE_ADDR"], request, response.code, response.sent,
+                                  response.headers, request.started, rid)
+
+    def _call(self, response: _Response, environ: dict[str, Any]) -> None:
+        request = response.request
+        channel = response.channel
+        try:
             result = self.app(environ, response.start_response)
         except Exception:
             self._fail(response, "the app raised")
@@ -203,6 +221,7 @@ class Bridge:
                     response.write(body)  # reports and closes on a length mismatch
                     response.finish()
                     return False
+                response.sent = len(body)
                 data = head.data + body
             else:
                 data = head.data
@@ -233,6 +252,7 @@ class Bridge:
             _push(self.outbox, response.channel, head.data, end)
             return False
         _push(self.outbox, response.channel, head.data, MORE)
+        response.sent = count
         # The loop closes the file after the transfer, so the thread is free at once.
         self.outbox.push(response.channel, FileRegion(file, offset, count, wrapper.close), end)
         return True
@@ -243,6 +263,7 @@ class Bridge:
                   exc_info=sys.exc_info())
         if response.head is None:
             # Nothing sent yet, and the request was read whole: a plain 500 keeps the connection.
+            response.code = INTERNAL_ERROR
             keep_alive = response.keep_alive
             data = serialize.error_response(INTERNAL_ERROR, close=not keep_alive)
             self.outbox.push(response.channel, data, DONE_KEEP_ALIVE if keep_alive else DONE_CLOSE)

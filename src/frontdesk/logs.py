@@ -1,0 +1,271 @@
+"""Error log and access log: formats and handlers. No I/O on the hot path.
+
+Access log lines are queued as small tuples by whoever finished the response (an app thread, or
+the loop for static files) and formatted and written by one writer thread per worker, through
+the `frontdesk.access` logger, so `--log-config` can route them like any other logger.
+
+Format atoms follow gunicorn's (`%(h)s`, `%(r)s`, `%(s)s`, `%({header}i)s`, ...), plus
+`%(rid)s`, the request id. Every value taken from the request is escaped (control characters,
+quotes and backslashes as `\\xNN`), so a client cannot forge log lines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import logging.handlers
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from typing import Any
+
+ACCESS_LOGGER = "frontdesk.access"
+ERROR_LOGGER = "frontdesk.error"
+ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
+ERROR_DATEFMT = "%Y-%m-%d %H:%M:%S %z"
+
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f"\\]')
+
+
+def escape(text: str) -> str:
+    """Make request-controlled text safe for a log line (no CR/LF/ESC/quotes)."""
+    return _UNSAFE.sub(lambda m: "\\x%02x" % ord(m.group()), text) if _UNSAFE.search(text) else text
+
+
+def configure(config: Any) -> None:
+    """Set up the error log (and the access logger's handler) for this process."""
+    if config.log_config:
+        logging.config.dictConfig(_load_dict_config(config.log_config))
+        return
+    error = logging.getLogger(ERROR_LOGGER)
+    error.handlers.clear()
+    error.addHandler(_handler(config.error_log, sys.stderr, ERROR_FORMAT, ERROR_DATEFMT))
+    error.setLevel(config.log_level.upper())
+    error.propagate = False
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.handlers.clear()
+    access.propagate = False
+    access.setLevel(logging.INFO)
+    if config.access_log:
+        access.addHandler(_handler(config.access_log, sys.stdout, "%(message)s", None))
+
+
+def _handler(target: str, default_stream: Any, fmt: str, datefmt: str | None) -> logging.Handler:
+    handler: logging.Handler
+    if target == "-":
+        handler = logging.StreamHandler(default_stream)
+    else:
+        # Notices logrotate's rename and reopens; USR1 reopens explicitly too (copytruncate).
+        handler = logging.handlers.WatchedFileHandler(target)
+    handler.setFormatter(logging.Formatter(fmt, datefmt))
+    return handler
+
+
+def reopen_files() -> None:
+    """USR1: reopen every file handler (after logrotate)."""
+    for name in ("", ERROR_LOGGER, ACCESS_LOGGER, *logging.root.manager.loggerDict):
+        logger = logging.getLogger(name)
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, logging.FileHandler):
+                handler.acquire()
+                try:
+                    if handler.stream is not None:
+                        handler.stream.close()
+                    handler.stream = handler._open()
+                finally:
+                    handler.release()
+
+
+def _load_dict_config(path: str) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        data = f.read()
+    if path.endswith(".json"):
+        return json.loads(data)
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    return tomllib.loads(data.decode())
+
+
+# -- request ids ----------------------------------------------------------------------------------
+
+_TRUSTED_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}")
+_id_state: tuple[int, str, Any] = (0, "", None)
+
+
+def request_id(given: str | None) -> str:
+    """`given` (a trusted proxy's X-Request-ID, as Heroku's router sets) if well-formed, else a
+    new id unique across workers and restarts."""
+    if given and _TRUSTED_ID.fullmatch(given):
+        return given
+    global _id_state
+    pid, prefix, counter = _id_state
+    if pid != os.getpid():  # first use in this (possibly forked) process
+        import itertools
+
+        pid, prefix, counter = os.getpid(), os.urandom(5).hex(), itertools.count(1)
+        _id_state = (pid, prefix, counter)
+    return f"{prefix}-{next(counter):x}"
+
+
+_access_logs: dict[tuple[int, str, bool], AccessLog] = {}
+
+
+def access_log_for(config: Any) -> AccessLog | None:
+    """This process's access log writer, or None when access logging is off."""
+    if not config.access_log and not config.log_config:
+        return None
+    if config.log_config and not logging.getLogger(ACCESS_LOGGER).hasHandlers():
+        return None
+    key = (os.getpid(), config.access_log_format, config.access_log_json)
+    log = _access_logs.get(key)
+    if log is None:
+        log = _access_logs[key] = AccessLog(config.access_log_format, config.access_log_json)
+    return log
+
+
+# -- access log -----------------------------------------------------------------------------------
+
+
+class AccessLog:
+    """Queues one record per response; a writer thread formats and logs them."""
+
+    def __init__(self, fmt: str, as_json: bool) -> None:
+        self.fmt = fmt
+        self.as_json = as_json
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._logger = logging.getLogger(ACCESS_LOGGER)
+        self._pid = str(os.getpid())
+        self._thread = threading.Thread(target=self._write, name="frontdesk-access-log", daemon=True)
+        self._thread.start()
+
+    def record(
+        self,
+        remote_addr: str,
+        request: Any,
+        status: int,
+        sent: int,
+        response_headers: list[tuple[str, str]],
+        started: float,
+        request_id: str,
+    ) -> None:
+        """Called when a response is complete (app thread or loop): cheap, no formatting."""
+        self._queue.put((remote_addr, request, status, sent, response_headers,
+                         time.monotonic() - started, time.time(), request_id))
+
+    def close(self, timeout: float = 1.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _write(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                line = self.format(*item)
+                self._logger.info(line)
+            except Exception:
+                logging.getLogger(ERROR_LOGGER).exception("access log line failed")
+
+    def format(self, remote_addr: str, request: Any, status: int, sent: int,
+               response_headers: list[tuple[str, str]], duration: float, now: float,
+               request_id: str) -> str:
+        atoms = _Atoms(self._pid, remote_addr, request, status, sent, response_headers,
+                       duration, now, request_id)
+        if self.as_json:
+            return json.dumps(atoms.as_dict(), separators=(",", ":"))
+        return self.fmt % atoms
+
+
+class _Atoms(dict):  # type: ignore[type-arg]
+    """gunicorn-compatible atoms, computed only when a format asks for them."""
+
+    def __init__(self, pid: str, remote_addr: str, request: Any, status: int, sent: int,
+                 response_headers: list[tuple[str, str]], duration: float, now: float,
+                 request_id: str) -> None:
+        super().__init__()
+        self._args = (pid, remote_addr, request, status, sent, response_headers, duration, now,
+                      request_id)
+
+    def __missing__(self, key: str) -> str:
+        pid, remote, request, status, sent, resp_headers, duration, now, rid = self._args
+        target = request.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        if key.startswith("{") and key.endswith("}i"):
+            return escape(_request_header(request, key[1:-2]) or "-")
+        if key.startswith("{") and key.endswith("}o"):
+            name = key[1:-2].lower()
+            return escape(next((v for n, v in resp_headers if n.lower() == name), "-"))
+        value: str
+        if key == "h":
+            value = remote or "-"
+        elif key in ("l", "u"):
+            value = "-"
+        elif key == "t":
+            value = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(now))
+        elif key == "r":
+            value = f"{request.method} {target} HTTP/{request.version}"
+        elif key == "m":
+            value = request.method
+        elif key == "U":
+            value = path
+        elif key == "q":
+            value = query
+        elif key == "H":
+            value = f"HTTP/{request.version}"
+        elif key == "s":
+            value = str(status)
+        elif key == "B":
+            value = str(sent)
+        elif key == "b":
+            value = str(sent) if sent else "-"
+        elif key == "f":
+            value = _request_header(request, "referer") or "-"
+        elif key == "a":
+            value = _request_header(request, "user-agent") or "-"
+        elif key == "T":
+            value = str(int(duration))
+        elif key == "D":
+            value = str(int(duration * 1_000_000))
+        elif key == "M":
+            value = str(int(duration * 1000))
+        elif key == "L":
+            value = f"{duration:.6f}"
+        elif key == "p":
+            value = f"<{pid}>"
+        elif key == "rid":
+            value = rid
+        else:
+            value = "-"
+        return escape(value)
+
+    def as_dict(self) -> dict[str, Any]:
+        pid, remote, request, status, sent, resp_headers, duration, now, rid = self._args
+        return {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)),
+            "remote_addr": remote,
+            "method": request.method,
+            "uri": request.target.decode("latin-1"),
+            "protocol": f"HTTP/{request.version}",
+            "status": status,
+            "bytes": sent,
+            "duration_us": int(duration * 1_000_000),
+            "referer": _request_header(request, "referer"),
+            "user_agent": _request_header(request, "user-agent"),
+            "request_id": rid,
+            "pid": int(pid),
+        }
+
+
+def _request_header(request: Any, name: str) -> str | None:
+    wanted = name.lower().encode("latin-1")
+    for key, value in request.headers:
+        if key.lower() == wanted:
+            return value.decode("latin-1")
+    return None

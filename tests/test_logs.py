@@ -1,0 +1,84 @@
+"""Access log formats, escaping, request ids; and the access log of a real server."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import httpx
+
+from frontdesk.logs import AccessLog, escape, request_id
+from frontdesk.protocol.parser import Limits, RequestParser
+
+COMBINED = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s %(rid)s'
+
+
+def parsed(data: bytes):
+    parser = RequestParser(Limits())
+    parser.feed(data)
+    return parser.requests[0]
+
+
+def test_combined_format_line():
+    request = parsed(b"GET /a?b=1 HTTP/1.1\r\nHost: h\r\nReferer: http://r/\r\n"
+                     b"User-Agent: curl/8\r\n\r\n")
+    log = AccessLog(COMBINED, as_json=False)
+    line = log.format("10.0.0.1", request, 200, 13, [], 0.001234, time.time(), "abc-1")
+    assert re.fullmatch(
+        r'10\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "GET /a\?b=1 HTTP/1\.1" '
+        r'200 13 "http://r/" "curl/8" 1234 abc-1', line)
+    log.close()
+
+
+def test_header_atoms_and_json():
+    request = parsed(b"POST /x HTTP/1.0\r\nX-Custom: v\r\n\r\n")
+    log = AccessLog("%({x-custom}i)s %({content-type}o)s %(m)s %(U)s %(H)s %(b)s", as_json=False)
+    line = log.format("1.2.3.4", request, 201, 0, [("Content-Type", "text/plain")], 0.5,
+                      time.time(), "r")
+    assert line == "v text/plain POST /x HTTP/1.0 -"
+    as_json = json.loads(AccessLog("", as_json=True).format(
+        "1.2.3.4", request, 201, 5, [], 0.25, time.time(), "rid-9"))
+    assert as_json["status"] == 201 and as_json["duration_us"] == 250000
+    assert as_json["request_id"] == "rid-9" and as_json["uri"] == "/x"
+
+
+def test_log_injection_is_escaped():
+    assert escape('evil\r\n127.0.0.1 - - "GET / HTTP/1.1" 200') == (
+        'evil\\x0d\\x0a127.0.0.1 - - \\x22GET / HTTP/1.1\\x22 200')
+    # llhttp refuses C0 controls and DEL in values; C1 controls arrive as obs-text.
+    request = parsed(b"GET / HTTP/1.1\r\nHost: h\r\nUser-Agent: a\x9b31mred\r\n\r\n")
+    line = AccessLog("%(a)s", as_json=False).format("1.1.1.1", request, 200, 0, [], 0, 0, "r")
+    assert "\x9b" not in line and line == "a\\x9b31mred"
+
+
+def test_request_ids():
+    assert request_id("heroku-abc-123") == "heroku-abc-123"
+    generated = {request_id(None) for _ in range(1000)}
+    assert len(generated) == 1000
+    assert request_id("bad id\r\nwith spaces") not in ("bad id\r\nwith spaces",)
+
+
+def test_server_writes_access_log_with_request_id(server_factory, tmp_path):
+    path = tmp_path / "access.log"
+    server = server_factory("tests.apps:router", "--workers", "1", "--access-logfile", str(path))
+    with httpx.Client(base_url=server.url) as client:
+        env = client.get("/environ", headers={"X-Request-ID": "req-from-proxy-1"}).json()
+        client.get("/hello", headers={"User-Agent": b"evil\x9bagent"})
+        client.get("/raise")
+    assert env["headers"]["HTTP_X_REQUEST_ID"] == "req-from-proxy-1"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(path.read_text().splitlines()) < 3:
+        time.sleep(0.05)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3
+    assert '"GET /environ HTTP/1.1" 200 ' in lines[0] and lines[0].endswith(" req-from-proxy-1")
+    assert '"evil\\x9bagent"' in lines[1]
+    assert '"GET /raise HTTP/1.1" 500 ' in lines[2]
+    assert re.search(r'" \d+ [0-9a-f]{10}-[0-9a-f]+$', lines[2])  # µs, generated id
+
+
+def test_generated_request_id_reaches_the_app(apps_server):
+    first = httpx.get(apps_server.url + "/environ").json()["frontdesk.request_id"]
+    second = httpx.get(apps_server.url + "/environ").json()["frontdesk.request_id"]
+    assert re.fullmatch(r"[0-9a-f]{10}-[0-9a-f]+", first) and first != second
