@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from frontdesk import logs
 from frontdesk.errors import ProtocolError
 from frontdesk.protocol import parser as parsing
+from frontdesk.protocol import proxy_protocol
 from frontdesk.protocol import serialize
 from frontdesk.wsgi.bridge import DONE_CLOSE, DONE_KEEP_ALIVE, MORE
 from frontdesk.wsgi.environ import connection_environ, split_target
@@ -75,6 +76,7 @@ class HttpConnection(asyncio.Protocol):
         self.parser = parsing.RequestParser(worker.limits)
         self.transport: asyncio.Transport | None = None
         self._error: ProtocolError | None = None
+        self._proxy_header: bytes | None = None
         self._eof = False
         self._reading_paused = False
         self._keep_alive = True
@@ -108,12 +110,18 @@ class HttpConnection(asyncio.Protocol):
             multithread=worker.config.threads > 1,
             multiprocess=worker.config.workers > 1,
         )
+        if worker.config.proxy_protocol:
+            self._proxy_header = b""  # the balancer's PROXY header comes before any HTTP
         worker.connections.add(self)
         if worker.draining:
             self._keep_alive = False
         self._set_deadline(IDLE, worker.config.header_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self._proxy_header is not None:
+            data = self._read_proxy_header(data)
+            if not data:
+                return
         parser = self.parser
         try:
             parser.feed(data)
@@ -132,6 +140,27 @@ class HttpConnection(asyncio.Protocol):
                 self._set_deadline(BODY, self.worker.config.body_timeout)
             if len(parser.requests) >= MAX_QUEUED_REQUESTS and not self._reading_paused:
                 self._pause_reading()
+
+    def _read_proxy_header(self, data: bytes) -> bytes:
+        """Consume the PROXY protocol header; returns the HTTP bytes that follow it."""
+        buffer = self._proxy_header + data  # type: ignore[operator]
+        try:
+            parsed = proxy_protocol.parse(buffer)
+        except ValueError as exc:
+            log.info("%s: closing: %s", self.environ_base["REMOTE_ADDR"], exc)
+            self._proxy_header = None
+            self._close()
+            return b""
+        if parsed is None:
+            self._proxy_header = buffer
+            return b""
+        consumed, source = parsed
+        self._proxy_header = None
+        if source is not None:
+            self.environ_base["REMOTE_ADDR"], self.environ_base["REMOTE_PORT"] = source
+            trust = proxy_trust_for(self.worker.config.forwarded_allow_ips)
+            self.proxy_trust = trust if trust.trusts(source[0]) else None
+        return buffer[consumed:]
 
     def eof_received(self) -> bool:
         # A client may half-close after sending its last request; it still wants the answer.
