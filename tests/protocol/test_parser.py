@@ -157,6 +157,10 @@ REJECTED = {
     "space-in-target": (b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n", 400),
     "ctl-in-target": (b"GET /a\x01 HTTP/1.1\r\nHost: h\r\n\r\n", 400),
     "leading-space": (b" GET / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    "asterisk-not-options": (b"GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    "authority-form-connect": (b"CONNECT example.com:443 HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    "not-a-target": (b"GET *x HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    "other-scheme": (b"GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n", 400),
 }
 
 

@@ -245,3 +245,10 @@ def test_upgrade_request_is_answered_and_closed(apps_server):
     out = apps_server.raw(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
                           b"Upgrade: websocket\r\n\r\n\x81\x80junk")
     assert normal(out) == HELLO.replace(b"Server:", b"Connection: close\r\nServer:")
+
+
+def test_options_asterisk_is_answered_by_the_server(apps_server):
+    out = normal(apps_server.raw(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    assert out == (b"HTTP/1.1 200 OK\r\nServer: frontdesk\r\n"
+                   b"Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"
+                   b"Content-Length: 0\r\nConnection: close\r\n\r\n")

@@ -42,6 +42,11 @@ _METHODS = {
 }
 
 
+def _is_absolute_form(target: bytes) -> bool:
+    scheme, sep, _ = target.partition(b"://")
+    return bool(sep) and scheme.lower() in (b"http", b"https")
+
+
 class Limits:
     """The size limits one connection enforces (from Config; see docs/configuration.md)."""
 
@@ -251,6 +256,11 @@ class RequestParser:
         method = parser.get_method()
         request.method = _METHODS.get(method) or method.decode("ascii")
         request.target = self._url[0] if len(self._url) == 1 else b"".join(self._url)
+        if request.target[:1] != b"/" and not _is_absolute_form(request.target):
+            # RFC 9112 §3.2: authority-form is for CONNECT to a proxy, which this is not;
+            # asterisk-form is for OPTIONS only; nothing else is a request-target.
+            if request.target != b"*" or request.method != "OPTIONS":
+                self._fail(400, f"request-target not allowed here: {request.target[:50]!r}")
         request.version = version
         request.keep_alive = parser.should_keep_alive()
         request.chunked = self._chunked

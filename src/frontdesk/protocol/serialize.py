@@ -68,3 +68,15 @@ def error_response(status: int, *, close: bool = True, extra: bytes = b"") -> by
 
 
 CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def options_response(keep_alive: bool) -> bytes:
+    """The answer to `OPTIONS *` (RFC 9110 §9.3.7): what the server supports in general."""
+    return b"".join((
+        b"HTTP/1.1 200 OK\r\n",
+        DATE_HEADER,
+        SERVER_HEADER,
+        b"Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n",
+        b"Content-Length: 0\r\n",
+        b"\r\n" if keep_alive else b"Connection: close\r\n\r\n",
+    ))

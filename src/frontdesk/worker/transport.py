@@ -203,6 +203,10 @@ class HttpConnection(asyncio.Protocol):
             self.phase = NO_DEADLINE
             if not self._keep_alive:
                 request.keep_alive = False
+            if request.target == b"*":  # OPTIONS * asks about the server, not a resource
+                self.deliver(serialize.options_response(request.keep_alive),
+                             DONE_KEEP_ALIVE if request.keep_alive else DONE_CLOSE)
+                continue
             static = worker.static
             if static is not None:
                 path, _ = split_target(request.target)
