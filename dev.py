@@ -19,8 +19,9 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
 STAMP = VENV / ".frontdesk-installed"
-# Debian packages some tests drive for real (nginx in front of frontdesk); installed when missing.
-APT_PACKAGES = {"nginx": "nginx-light", "curl": "curl"}
+# Debian packages some tests drive for real (nginx in front of frontdesk, a headless browser
+# loading the demo); installed when missing.
+APT_PACKAGES = {"nginx": "nginx-light", "curl": "curl", "chromium": "chromium"}
 
 
 def say(message: str) -> None:
