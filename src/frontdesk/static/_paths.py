@@ -1,0 +1,60 @@
+"""Request path -> relative file path, or None when the path must not reach the filesystem.
+
+Theory of operation
+-------------------
+The path arrives raw: still percent-encoded, exactly as the client sent it. It is split on "/"
+*before* decoding, and each segment is decoded exactly once, so an encoded slash (`%2f`) can never
+create a new segment and nothing is ever decoded twice. A segment is refused (the whole request
+becomes a 404) when, after decoding, it:
+
+- starts with "." (dotfiles such as `.env` or `.git`, and with them `.` and `..`);
+- holds "/", "\\", NUL or another control character (`%2f`, `%5c`, `%00`, raw backslashes);
+- still holds a valid percent-escape (`%252e` decodes to `%2e`: double encoding is an attack or a
+  bug, never a real file name);
+- holds ":" (Windows drive letters `C:` and NTFS streams `::$DATA`);
+- is not valid UTF-8 (overlong encodings such as `%c0%ae`);
+- has an invalid escape (`%zz`, `%2`).
+
+Empty segments (`//`) are dropped, as nginx's merge_slashes does; since no kept segment can hold a
+separator, the result is always relative. The caller then joins it to the mount's real root and
+checks that `realpath` stays inside (symlinks pointing out are refused there).
+"""
+
+from __future__ import annotations
+
+import re
+
+# Anywhere in the raw path: control characters and backslashes are never legitimate.
+_RAW_BAD = re.compile(rb"[\x00-\x1f\x7f\\]")
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+_DECODED_BAD = re.compile(rb"[\x00-\x1f\x7f/\\:]|%[0-9A-Fa-f]{2}")
+
+
+def _unescape(match: re.Match[bytes]) -> bytes:
+    return bytes((int(match.group(1), 16),))
+
+
+def safe_relpath(rest: bytes) -> tuple[str, bool] | None:
+    """Split the part of the path after the mount prefix into a safe relative path.
+
+    `rest` is b"" or starts with b"/". Returns (relative path joined with "/", trailing slash?),
+    or None when the path is refused.
+    """
+    if _RAW_BAD.search(rest) is not None:
+        return None
+    parts: list[str] = []
+    for seg in rest.split(b"/"):
+        if not seg:
+            continue
+        if b"%" in seg:
+            if _BAD_ESCAPE.search(seg) is not None:
+                return None
+            seg = _ESCAPE.sub(_unescape, seg)  # never empty: each escape is one byte
+        if seg[0] == 0x2E or _DECODED_BAD.search(seg) is not None:  # 0x2E is "."
+            return None
+        try:
+            parts.append(seg.decode("utf-8"))
+        except UnicodeDecodeError:
+            return None
+    return "/".join(parts), rest.endswith(b"/")

@@ -1,0 +1,318 @@
+"""respond(): status, exact headers, methods, mounts, content types, caching policy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from frontdesk.static import (
+    DEFAULT_CACHE_CONTROL,
+    IMMUTABLE_CACHE_CONTROL,
+    FileRegion,
+    Mount,
+    StaticFiles,
+    parse_mount,
+)
+from frontdesk.static._conditional import format_http_date
+from frontdesk.static._mime import content_type
+from frontdesk.static._mounts import is_fingerprinted
+
+from .conftest import body, hdr, write
+
+MTIME = 1_700_000_000
+
+
+def test_get_small_file_exact_headers(root: Path, get) -> None:
+    path = write(root, "app.css", "body{}", mtime=MTIME)
+    st = path.stat()
+    resp = get("/static/app.css")
+    etag = b'"%x-%x-%x"' % (st.st_ino, st.st_size, st.st_mtime_ns)
+    assert resp.status == 200
+    assert resp.headers == [
+        (b"Content-Type", b"text/css; charset=utf-8"),
+        (b"Content-Length", b"6"),
+        (b"ETag", etag),
+        (b"Last-Modified", b"Tue, 14 Nov 2023 22:13:20 GMT"),
+        (b"Cache-Control", DEFAULT_CACHE_CONTROL.encode()),
+        (b"Accept-Ranges", b"bytes"),
+        (b"X-Content-Type-Options", b"nosniff"),
+    ]
+    assert resp.body == [b"body{}"]
+
+
+def test_head_has_headers_and_no_body(root: Path, get) -> None:
+    write(root, "app.js", "x" * 100)
+    resp = get("/static/app.js", method="HEAD")
+    assert resp.status == 200 and resp.body == []
+    assert hdr(resp, b"Content-Length") == b"100"
+    assert hdr(resp, b"Content-Type") == b"text/javascript; charset=utf-8"
+
+
+def test_large_file_is_a_region_of_the_cached_file(root: Path, get) -> None:
+    data = os.urandom(200_000)
+    write(root, "big.bin", data)
+    first = get("/static/big.bin")
+    second = get("/static/big.bin")
+    (region,) = first.body
+    assert isinstance(region, FileRegion)
+    assert (region.offset, region.count) == (0, 200_000)
+    assert second.body[0].file is region.file  # one open file, shared
+    assert body(first) == data
+    assert hdr(first, b"Content-Length") == b"200000"
+    assert get("/static/big.bin", method="HEAD").body == []
+
+
+def test_empty_file(root: Path, get) -> None:
+    write(root, "empty.txt", b"")
+    resp = get("/static/empty.txt")
+    assert resp.status == 200 and hdr(resp, b"Content-Length") == b"0" and body(resp) == b""
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS", "PATCH", "get"])
+def test_other_methods_405(root: Path, get, method: str) -> None:
+    write(root, "a.txt", "a")
+    resp = get("/static/a.txt", method=method)
+    assert resp.status == 405
+    assert hdr(resp, b"Allow") == b"GET, HEAD"
+
+
+def test_missing_file_404_with_small_text_body(root: Path, get) -> None:
+    resp = get("/static/nope.css")
+    assert resp.status == 404
+    assert hdr(resp, b"Content-Type") == b"text/plain; charset=utf-8"
+    assert body(resp) == b"Not Found\n"
+    assert hdr(resp, b"Content-Length") == b"10"
+    head = get("/static/nope.css", method="HEAD")
+    assert head.status == 404 and head.body == []
+
+
+def test_no_mount_matches_returns_none(root: Path, get) -> None:
+    write(root, "a.txt", "a")
+    assert get("/app/a.txt") is None
+    assert get("/staticfiles/a.txt") is None
+    assert get("/stati") is None
+
+
+def test_fallthrough(root: Path, make) -> None:
+    write(root, "a.txt", "a")
+    static = make(fallthrough=True)
+    assert static.respond("GET", b"/static/missing", []) is None
+    assert static.respond("POST", b"/static/missing", []) is None
+    assert static.respond("GET", b"/static/../x", []) is None
+    assert static.respond("GET", b"/static/a.txt", []).status == 200
+    assert static.respond("POST", b"/static/a.txt", []).status == 405
+
+
+def test_mount_at_root_and_longest_prefix_wins(tmp_path: Path, make) -> None:
+    site = tmp_path / "site"
+    assets = tmp_path / "assets"
+    write(site, "index.html", "<h1>home</h1>")
+    write(site, "assets/x.css", "from site")
+    write(assets, "x.css", "from assets")
+    static = make(f"/={site}", f"/assets/={assets}")
+    assert body(static.respond("GET", b"/assets/x.css", [])) == b"from assets"
+    assert body(static.respond("GET", b"/", [])) == b"<h1>home</h1>"
+    assert body(static.respond("GET", b"/index.html", [])) == b"<h1>home</h1>"
+
+
+def test_mounts_with_the_same_prefix_are_searched_in_order(tmp_path: Path, make) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    write(a, "one.txt", "a1")
+    write(b, "one.txt", "b1")
+    write(b, "two.txt", "b2")
+    static = make(f"/s={a}", f"/s={b}")
+    assert body(static.respond("GET", b"/s/one.txt", [])) == b"a1"
+    assert body(static.respond("GET", b"/s/two.txt", [])) == b"b2"
+    assert static.respond("GET", b"/s/three.txt", []).status == 404
+
+
+def test_directory_index(root: Path, get) -> None:
+    write(root, "docs/index.html", "<p>docs</p>")
+    resp = get("/static/docs/")
+    assert resp.status == 200 and body(resp) == b"<p>docs</p>"
+    assert hdr(resp, b"Content-Type") == b"text/html; charset=utf-8"
+    assert get("/static/docs").status == 404  # no trailing slash: not the index
+    assert get("/static").status == 404
+
+
+@pytest.mark.parametrize(
+    ("name", "ctype"),
+    [
+        ("a.html", b"text/html; charset=utf-8"),
+        ("a.htm", b"text/html; charset=utf-8"),
+        ("a.css", b"text/css; charset=utf-8"),
+        ("a.js", b"text/javascript; charset=utf-8"),
+        ("a.mjs", b"text/javascript; charset=utf-8"),
+        ("a.json", b"application/json; charset=utf-8"),
+        ("a.js.map", b"application/json; charset=utf-8"),
+        ("a.svg", b"image/svg+xml; charset=utf-8"),
+        ("a.png", b"image/png"),
+        ("a.jpg", b"image/jpeg"),
+        ("a.JPEG", b"image/jpeg"),
+        ("a.gif", b"image/gif"),
+        ("a.webp", b"image/webp"),
+        ("a.avif", b"image/avif"),
+        ("favicon.ico", b"image/x-icon"),
+        ("a.woff", b"font/woff"),
+        ("a.woff2", b"font/woff2"),
+        ("a.txt", b"text/plain; charset=utf-8"),
+        ("a.xml", b"application/xml; charset=utf-8"),
+        ("a.wasm", b"application/wasm"),
+        ("a.pdf", b"application/pdf"),
+        ("a.mp4", b"video/mp4"),
+        ("a.webm", b"video/webm"),
+        ("a.unknownext", b"application/octet-stream"),
+        ("Makefile", b"application/octet-stream"),
+        ("a.css.gz", b"application/gzip"),
+        ("a.tar", b"application/x-tar"),  # from the stdlib's built-in table
+    ],
+)
+def test_content_type(name: str, ctype: bytes) -> None:
+    assert content_type(name) == ctype
+
+
+def test_content_type_reaches_the_response(root: Path, get) -> None:
+    write(root, "logo.svg", "<svg/>")
+    assert hdr(get("/static/logo.svg"), b"Content-Type") == b"image/svg+xml; charset=utf-8"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "app.3f2a9c1b.css",
+        "main-5d41402abc4b2a76.js",
+        "style.5d41402abc4b.css",
+        "chunk-vendors.e0f2a3b1.js",
+        "3f2a9c1b4d.js",
+        "font.ABCDEF0123.woff2",
+        "app.3f2a9c1b.min.js",
+    ],
+)
+def test_fingerprinted(name: str) -> None:
+    assert is_fingerprinted(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "app.css",
+        "jquery-3.6.0.min.js",
+        "report-20240101.pdf",  # a date: digits only
+        "deadbeefcafe.txt",  # letters only: a word, not a hash
+        "app.3f2a9c1.css",  # 7 characters
+        "app.3f2a9C1b.css",  # mixed case
+        "index-BkQ3xZ_a.js",  # base64 (Vite): not hex
+        "x.3f2a9c1b",  # the hash is the extension
+    ],
+)
+def test_not_fingerprinted(name: str) -> None:
+    assert not is_fingerprinted(name)
+
+
+def test_cache_control_default_fingerprint_and_per_mount(tmp_path: Path, make) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    write(a, "app.css", "x")
+    write(a, "app.3f2a9c1b.css", "x")
+    write(b, "app.css", "x")
+    static = make(f"/a={a}", f"/b={b};cache-control=public, max-age=600")
+    cc = [
+        hdr(static.respond("GET", p, []), b"Cache-Control")
+        for p in (b"/a/app.css", b"/a/app.3f2a9c1b.css", b"/b/app.css")
+    ]
+    assert cc == [
+        DEFAULT_CACHE_CONTROL.encode(),
+        IMMUTABLE_CACHE_CONTROL.encode(),
+        b"public, max-age=600",
+    ]
+    assert IMMUTABLE_CACHE_CONTROL == "public, max-age=31536000, immutable"
+
+
+def test_fingerprint_is_judged_on_the_url_name_not_a_symlink_target(root: Path, get) -> None:
+    write(root, "app.3f2a9c1b.css", "x")
+    os.symlink(root / "app.3f2a9c1b.css", root / "app.css")
+    assert hdr(get("/static/app.css"), b"Cache-Control") == DEFAULT_CACHE_CONTROL.encode()
+
+
+def test_last_modified_never_in_the_future(root: Path, get) -> None:
+    import time
+
+    write(root, "future.txt", "x", mtime=time.time() + 86400 * 365)
+    lm = hdr(get("/static/future.txt"), b"Last-Modified")
+    assert lm == format_http_date(int(time.time())) or lm == format_http_date(int(time.time()) - 1)
+
+
+def test_header_lists_are_fresh_per_response(root: Path, get) -> None:
+    write(root, "a.txt", "a")
+    first = get("/static/a.txt")
+    first.headers.append((b"X-Mutated", b"1"))
+    first.body.clear()
+    second = get("/static/a.txt")
+    assert hdr(second, b"X-Mutated") is None and second.body == [b"a"]
+
+
+# --- parse_mount ----------------------------------------------------------------------------------
+
+
+def test_parse_mount(root: Path) -> None:
+    assert parse_mount(f"/static={root}") == Mount("/static", str(root), DEFAULT_CACHE_CONTROL)
+    assert parse_mount(f"/static/={root}").prefix == "/static"
+    assert parse_mount(f"/={root}").prefix == ""
+    m = parse_mount(f"/assets={root};cache-control=public, max-age=600")
+    assert m.cache_control == "public, max-age=600"
+    assert parse_mount(f"/a={root};Cache-Control= no-cache ").cache_control == "no-cache"
+
+
+def test_parse_mount_relative_directory_becomes_absolute(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(root.parent)
+    assert parse_mount("/s=public").directory == str(root)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("static=DIR", "prefix must start with '/'"),
+        ("/static", "expected PREFIX=DIRECTORY"),
+        ("/static=", "directory is empty"),
+        ("/static=DIR/missing", "is not an existing directory"),
+        ("/static=DIR/file.txt", "is not an existing directory"),
+        ("/a b=DIR", "unreserved URL path characters"),
+        ("/a%20b=DIR", "unreserved URL path characters"),
+        ("/a?x=DIR", "unreserved URL path characters"),
+        ("//a=DIR", "unreserved URL path characters"),
+        ("/a\n=DIR", "unreserved URL path characters"),
+        ("/a/../b=DIR", "'.' or '..'"),
+        ("/static=DIR;max-age=5", "unknown option"),
+        ("/static=DIR;cache-control=", "non-empty printable ASCII"),
+        ("/static=DIR;cache-control=a\nb", "non-empty printable ASCII"),
+    ],
+)
+def test_parse_mount_errors(root: Path, spec: str, message: str) -> None:
+    write(root, "file.txt", "x")
+    with pytest.raises(ValueError, match=message) as info:
+        parse_mount(spec.replace("DIR", str(root)))
+    assert "\n" not in str(info.value)
+
+
+def test_staticfiles_exposes_mounts(root: Path) -> None:
+    m = parse_mount(f"/s={root}")
+    assert StaticFiles([m]).mounts == (m,)
+
+
+def test_realistic_browser_headers(root: Path, get) -> None:
+    write(root, "a.css", "x")
+    headers = [
+        (b"Host", b"example.com"),
+        (b"User-Agent", b"Mozilla/5.0"),
+        (b"Accept", b"text/css,*/*;q=0.1"),
+        (b"Accept-Language", b"en-US,en;q=0.5"),  # same length as Accept-Encoding
+        (b"Cache-Control", b"no-cache"),  # same length as If-None-Match
+        (b"RANGE-X", b"bytes=0-0"),
+        (b"sec-fetch-dest", b"style"),
+        (b"If-None-Match-Not", b"*"),
+    ]
+    resp = get("/static/a.css", headers)
+    assert resp.status == 200 and body(resp) == b"x"
