@@ -62,6 +62,7 @@ GROUPS = (
     "Proxy",
     "Logging",
     "Process",
+    "Operations",
 )
 # Apache combined, then the request time in microseconds and the request id.
 _COMBINED = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s %(rid)s'
@@ -268,6 +269,12 @@ def _check_root_path(value: str) -> str:
     return value
 
 
+def _check_url_path(value: str) -> str:
+    if value and (not value.startswith("/") or any(c in value for c in "?# \t")):
+        raise ValueError(f"must be empty or a URL path starting with '/', got {value!r}")
+    return value
+
+
 def _check_ips(value: str) -> str:
     if value.strip() == "*":
         return "*"
@@ -343,7 +350,7 @@ def _cpu_count() -> int:
     return os.cpu_count() or 1
 
 
-_APP, _CONF, _SOCK, _WORK, _LIM, _TIME, _STATIC, _PROXY, _LOG, _PROC = GROUPS
+_APP, _CONF, _SOCK, _WORK, _LIM, _TIME, _STATIC, _PROXY, _LOG, _PROC, _OPS = GROUPS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,6 +400,11 @@ class Config:
     forwarded_allow_ips: str = _setting("127.0.0.1,::1", _PROXY, _Str(_check_ips), "--forwarded-allow-ips", doc="Comma-separated proxy IPs or CIDR networks trusted to set X-Forwarded-* headers, or '*' for any", metavar="IPS", equiv="gunicorn --forwarded-allow-ips; nginx set_real_ip_from")
     proxy_protocol: bool = _setting(False, _PROXY, _Bool(), "--proxy-protocol", doc="Expect a PROXY protocol header at the start of each connection (behind HAProxy or a cloud load balancer)", equiv="gunicorn --proxy-protocol; nginx listen proxy_protocol")
     root_path: str = _setting("", _PROXY, _Str(_check_root_path), "--root-path", doc="URL prefix the app is mounted under, passed as SCRIPT_NAME", metavar="PATH", default_doc="none", equiv="gunicorn SCRIPT_NAME")
+
+    health_path: str = _setting("", _OPS, _Str(_check_url_path), "--health-path", doc="Answer GET PATH with 200 from the event loop (liveness), even when every app thread is busy; not logged", metavar="PATH", default_doc="off")
+    ready_path: str = _setting("", _OPS, _Str(_check_url_path), "--ready-path", doc="Answer GET PATH with 200 while serving and 503 once draining (readiness), from the event loop; not logged", metavar="PATH", default_doc="off")
+    backlog_limit: int = _setting(0, _OPS, _Int(), "--backlog-limit", doc="Requests one worker may queue for an app thread; beyond it, answer 503 with Retry-After at once (0 = no limit)", metavar="N", equiv="Heroku H12/H13 avoidance")
+    max_queue_time: float = _setting(0.0, _OPS, _Duration(positive=False), "--max-queue-time", doc="A request that waited longer than this for an app thread gets 503 with Retry-After instead of running (0 = no limit)", metavar="SECONDS")
 
     access_log: str | None = _setting(None, _LOG, _Str(optional=True), "--access-logfile", doc="Write an access log line per request to PATH ('-' = stdout)", metavar="PATH", default_doc="off", equiv="gunicorn --access-logfile; nginx access_log")
     access_log_format: str = _setting(_COMBINED, _LOG, _Str(), "--access-log-format", doc="Access log line, with gunicorn's %(x)s atoms", metavar="FORMAT", default_doc="Apache combined + µs + request id", equiv="gunicorn --access-logformat; nginx log_format")

@@ -49,6 +49,24 @@ def reason(status: int) -> str:
         return "Unknown"
 
 
+def overloaded_response(keep_alive: bool, retry_after: int = 1) -> bytes:
+    """503 for a request shed under overload: the client should come back soon."""
+    return error_response(503, close=not keep_alive, extra=b"Retry-After: %d\r\n" % retry_after)
+
+
+def probe_response(status: int, body: bytes, keep_alive: bool) -> bytes:
+    """The answer to a health or readiness probe (never cached by anything in between)."""
+    return b"".join((
+        b"HTTP/1.1 %d %s\r\n" % (status, reason(status).encode("ascii")),
+        DATE_HEADER,
+        SERVER_HEADER,
+        b"Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n",
+        b"Content-Length: %d\r\n" % len(body),
+        b"\r\n" if keep_alive else b"Connection: close\r\n\r\n",
+        body,
+    ))
+
+
 def error_response(status: int, *, close: bool = True, extra: bytes = b"") -> bytes:
     """A complete small text/plain response the server sends on its own behalf."""
     phrase = reason(status)

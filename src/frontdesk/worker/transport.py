@@ -34,6 +34,7 @@ progress, then the connection is aborted and the thread released.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -73,6 +74,8 @@ class HttpConnection(asyncio.Protocol):
         self.environ_base: dict[str, Any] = {}
         self.proxy_trust: ProxyTrust | None = None  # set when the peer may speak for clients
         self.access_log = logs.access_log_for(worker.config)
+        self.max_queue_time = worker.config.max_queue_time
+        self._probes = probe_paths(worker.config.health_path, worker.config.ready_path)
         self.parser = parsing.RequestParser(worker.limits)
         self.transport: asyncio.Transport | None = None
         self._error: ProtocolError | None = None
@@ -203,6 +206,8 @@ class HttpConnection(asyncio.Protocol):
             self.phase = NO_DEADLINE
             if not self._keep_alive:
                 request.keep_alive = False
+            if self._probes is not None and self._answer_probe(request):
+                continue
             if request.target == b"*":  # OPTIONS * asks about the server, not a resource
                 self.deliver(serialize.options_response(request.keep_alive),
                              DONE_KEEP_ALIVE if request.keep_alive else DONE_CLOSE)
@@ -214,6 +219,10 @@ class HttpConnection(asyncio.Protocol):
                 if response is not None:
                     self._send_static(request, response)
                     continue
+            limit = worker.config.backlog_limit
+            if limit and worker.pool.queued >= limit:
+                self._shed(request)
+                continue
             worker.pool.submit(self, request)
         self._dispatching = False
         if self._reading_paused and not self.busy and not requests and self._error is None:
@@ -245,10 +254,12 @@ class HttpConnection(asyncio.Protocol):
 
     def _finish_response(self, keep_alive: bool) -> None:
         self.busy = False
-        if not keep_alive or not self._keep_alive or self.worker.draining:
+        if self.worker.draining:
+            self._keep_alive = False  # a request already received gets answered, with close
+        if not keep_alive:
             self._close()
             return
-        if self._eof and not self.parser.requests:
+        if (self._eof or not self._keep_alive) and not self.parser.requests:
             self._close()
             return
         if self.parser.requests:
@@ -299,16 +310,47 @@ class HttpConnection(asyncio.Protocol):
         self.deliver(body[-1], end)
 
     def _log_static(self, request: parsing.Request, response: Any) -> None:
+        sent = sum(len(part) if type(part) is bytes else part.count for part in response.body)
+        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in response.headers]
+        self._log_local(request, response.status, sent, headers)
+
+    def _log_local(self, request: parsing.Request, status: int, sent: int,
+                   headers: list[tuple[str, str]]) -> None:
+        """Access-log a response the loop made itself (static file, shed request)."""
         given = None
         if self.proxy_trust is not None:
             given = next((v.decode("latin-1") for n, v in request.headers
                           if n.lower() == b"x-request-id"), None)
-        sent = sum(len(part) if type(part) is bytes else part.count for part in response.body)
-        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in response.headers]
         self.access_log.record(  # type: ignore[union-attr]
-            self.environ_base["REMOTE_ADDR"], request, response.status, sent, headers,
+            self.environ_base["REMOTE_ADDR"], request, status, sent, headers,
             request.started, logs.request_id(given),
         )
+
+    # -- operations: probes and overload -----------------------------------------------------------
+
+    def _answer_probe(self, request: parsing.Request) -> bool:
+        """Answer a health or readiness probe in the loop; False if `request` is not one."""
+        kind = self._probes.get(request.target.partition(b"?")[0])  # type: ignore[union-attr]
+        if kind is None or request.method not in ("GET", "HEAD"):
+            return False
+        if kind == "ready" and self.worker.draining:
+            status, body = 503, b"draining\n"
+        else:
+            status, body = 200, b"ok\n"
+        data = serialize.probe_response(status, body, request.keep_alive)
+        if request.method == "HEAD":
+            data = data[: data.index(b"\r\n\r\n") + 4]
+        self.deliver(data, DONE_KEEP_ALIVE if request.keep_alive else DONE_CLOSE)
+        return True
+
+    def _shed(self, request: parsing.Request) -> None:
+        """503 + Retry-After at once: better than queueing into a timeout (Heroku's H12)."""
+        log.warning("backlog limit reached (%d waiting): answered 503",
+                    self.worker.pool.queued)
+        if self.access_log is not None:
+            self._log_local(request, 503, 0, [])
+        self.deliver(serialize.overloaded_response(request.keep_alive),
+                     DONE_KEEP_ALIVE if request.keep_alive else DONE_CLOSE)
 
     async def _send_file(self, region: Any, end: int) -> None:
         from frontdesk.worker.sendfile import sendfile
@@ -432,6 +474,17 @@ class HttpConnection(asyncio.Protocol):
         if self._thread_waiting:
             self._thread_waiting = False
             self._drained.set()
+
+
+@functools.lru_cache(maxsize=4)
+def probe_paths(health_path: str, ready_path: str) -> dict[bytes, str] | None:
+    """Target path → probe kind, or None when no probe is configured (the common case)."""
+    probes = {}
+    if health_path:
+        probes[health_path.encode()] = "health"
+    if ready_path:
+        probes[ready_path.encode()] = "ready"
+    return probes or None
 
 
 def _address(info: Any, unix: tuple[str, str]) -> tuple[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any, Callable, Protocol
 
 from frontdesk.logs import request_id
@@ -33,6 +34,7 @@ class Channel(Protocol):
     environ_base: dict[str, Any]
     proxy_trust: Any  # a ProxyTrust when the peer is a trusted proxy, else None
     access_log: Any  # a logs.AccessLog when access logging is on, else None
+    max_queue_time: float  # shed a request that waited longer for a thread (0 = never)
 
     def reserve(self, nbytes: int) -> bool:
         """Wait for room to queue `nbytes` more (back-pressure); False if the client is gone."""
@@ -173,6 +175,14 @@ class Bridge:
         self.outbox = outbox
 
     def handle(self, channel: Channel, request: Request) -> None:
+        max_wait = channel.max_queue_time
+        if max_wait and time.monotonic() - request.started > max_wait:
+            # Waited too long for a thread: the client has likely given up; shed it now.
+            log.warning("%s %s: waited over %.3g s for an app thread: answered 503",
+                        request.method, request.target.decode("latin-1"), max_wait)
+            self.outbox.push(channel, serialize.overloaded_response(request.keep_alive),
+                             DONE_KEEP_ALIVE if request.keep_alive else DONE_CLOSE)
+            return
         response = _Response(channel, request, self.outbox)
         environ = build_environ(request, channel.environ_base, channel.proxy_trust)
         given = environ.get("HTTP_X_REQUEST_ID") if channel.proxy_trust is not None else None
