@@ -36,6 +36,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -461,14 +463,27 @@ class HttpConnection(asyncio.Protocol):
                 deadline = now + timeout
             if now >= deadline:
                 self._thread_waiting = False
-                log.info("client did not read its response for %.0f s; closing", timeout)
-                self.worker.loop.call_soon_threadsafe(self._abort)
+                log.info("client did not read its response for %.0f s; resetting", timeout)
+                self.worker.loop.call_soon_threadsafe(self._reset)
                 return False
             drained.wait(min(deadline - now, 1.0))
 
     def _abort(self) -> None:
         if not self.closed and self.transport is not None:
             self.transport.abort()
+
+    def _reset(self) -> None:
+        """Abort with an RST, so the kernel drops the unsent bytes too (nginx's
+        reset_timedout_connection): a client that stopped reading must not pin them."""
+        if self.closed or self.transport is None:
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None and sock.family != socket.AF_UNIX:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        self.transport.abort()
 
     def _notify_thread(self) -> None:
         if self._thread_waiting:

@@ -1,0 +1,1 @@
+"""A minimal real Django project (settings, urls, views, wsgi) for the framework tests."""
