@@ -255,7 +255,68 @@ def _hop_by_hop(environ, start_response):
     return [b"ok"]
 
 
+def _list_cl_mismatch(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+    return [b"0123456789"]
+
+
+def _write_then_list(environ, start_response):
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    write(b"from write; ")
+    return [b"from list"]
+
+
+def _interim(environ, start_response):
+    start_response("103 Early Hints", [("Link", "</a.css>; rel=preload")])
+    return [b""]
+
+
+def _sys_exit(environ, start_response):
+    raise SystemExit(1)
+
+
+def _backend_refused(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def body():
+        raise ConnectionRefusedError("backend down")
+        yield b""  # pragma: no cover
+
+    return body()
+
+
+def _empty_then_raise(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def body():
+        yield b""
+        raise RuntimeError("failed after an empty chunk")
+
+    return body()
+
+
+def _no_content_with_length(environ, start_response):
+    start_response("204 No Content", [("Content-Length", "0")])
+    return []
+
+
+def _file_cl_mismatch(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+    path = os.path.join(tempfile.gettempdir(), "frontdesk-test-file-mismatch")
+    with open(path, "wb") as f:
+        f.write(b"A" * 100)
+    return environ["wsgi.file_wrapper"](open(path, "rb"))
+
+
 raw_apps = {
+    "/list_cl_mismatch": _list_cl_mismatch,
+    "/write_then_list": _write_then_list,
+    "/interim": _interim,
+    "/sys_exit": _sys_exit,
+    "/backend_refused": _backend_refused,
+    "/empty_then_raise": _empty_then_raise,
+    "/no_content_with_length": _no_content_with_length,
+    "/file_cl_mismatch": _file_cl_mismatch,
     "/sendfile": _file,  # unvalidated: the validator would hide the file_wrapper from the server
     "/raise": _raise,
     "/raise_in_iter": _raise_in_iter,

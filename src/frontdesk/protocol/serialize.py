@@ -49,9 +49,11 @@ def reason(status: int) -> str:
         return "Unknown"
 
 
-def overloaded_response(keep_alive: bool, retry_after: int = 1) -> bytes:
+def overloaded_response(keep_alive: bool, retry_after: int = 1, *, head_only: bool = False
+                        ) -> bytes:
     """503 for a request shed under overload: the client should come back soon."""
-    return error_response(503, close=not keep_alive, extra=b"Retry-After: %d\r\n" % retry_after)
+    return error_response(503, close=not keep_alive, head_only=head_only,
+                          extra=b"Retry-After: %d\r\n" % retry_after)
 
 
 def probe_response(status: int, body: bytes, keep_alive: bool) -> bytes:
@@ -67,8 +69,10 @@ def probe_response(status: int, body: bytes, keep_alive: bool) -> bytes:
     ))
 
 
-def error_response(status: int, *, close: bool = True, extra: bytes = b"") -> bytes:
-    """A complete small text/plain response the server sends on its own behalf."""
+def error_response(status: int, *, close: bool = True, extra: bytes = b"",
+                   head_only: bool = False) -> bytes:
+    """A complete small text/plain response the server sends on its own behalf (without its
+    body when answering HEAD)."""
     phrase = reason(status)
     body = f"{status} {phrase}\n".encode("ascii")
     return b"".join(
@@ -80,7 +84,7 @@ def error_response(status: int, *, close: bool = True, extra: bytes = b"") -> by
             b"Content-Length: %d\r\n" % len(body),
             extra,
             b"Connection: close\r\n\r\n" if close else b"\r\n",
-            body,
+            b"" if head_only else body,
         )
     )
 

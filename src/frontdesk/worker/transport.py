@@ -43,7 +43,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from frontdesk import logs
+from frontdesk import logs, metrics
 from frontdesk.errors import ProtocolError
 from frontdesk.protocol import parser as parsing
 from frontdesk.protocol import proxy_protocol
@@ -76,6 +76,14 @@ class HttpConnection(asyncio.Protocol):
         self.environ_base: dict[str, Any] = {}
         self.proxy_trust: ProxyTrust | None = None  # set when the peer may speak for clients
         self.access_log = logs.access_log_for(worker.config)
+        self.metrics = getattr(worker, "metrics", None)  # this worker's metrics slot, or None
+        # The current response, for metrics: set by the loop, or by the app thread before it
+        # hands over its last bytes (one request per connection at a time, so no overlap).
+        self.status = 0
+        self.queued = metrics.NOT_QUEUED
+        self._current: parsing.Request | None = None
+        self._bytes_at_start = 0
+        self._file_bytes = 0
         self.max_queue_time = worker.config.max_queue_time
         self._probes = probe_paths(worker.config.health_path, worker.config.ready_path)
         self.parser = parsing.RequestParser(worker.limits)
@@ -204,6 +212,10 @@ class HttpConnection(asyncio.Protocol):
         while requests and not self.busy and not self.closed:
             request = requests.popleft()
             request.started = time.monotonic()
+            self._current = request
+            self._bytes_at_start = self.delivered + self._file_bytes
+            self.status = 0
+            self.queued = metrics.NOT_QUEUED
             self.busy = True
             self.phase = NO_DEADLINE
             if not self._keep_alive:
@@ -211,6 +223,7 @@ class HttpConnection(asyncio.Protocol):
             if self._probes is not None and self._answer_probe(request):
                 continue
             if request.target == b"*":  # OPTIONS * asks about the server, not a resource
+                self.status = 200
                 self.deliver(serialize.options_response(request.keep_alive),
                              DONE_KEEP_ALIVE if request.keep_alive else DONE_CLOSE)
                 continue
@@ -256,6 +269,14 @@ class HttpConnection(asyncio.Protocol):
 
     def _finish_response(self, keep_alive: bool) -> None:
         self.busy = False
+        if self.metrics is not None and self._current is not None:
+            request = self._current
+            self.metrics.request(
+                metrics.method_index(request.method), self.status,
+                time.monotonic() - request.started, self.queued, request.body_size,
+                self.delivered + self._file_bytes - self._bytes_at_start,
+            )
+        self._current = None
         if self.worker.draining:
             self._keep_alive = False  # a request already received gets answered, with close
         if not keep_alive:
@@ -282,6 +303,9 @@ class HttpConnection(asyncio.Protocol):
 
     def _send_static(self, request: parsing.Request, response: Any) -> None:
         keep_alive = request.keep_alive
+        self.status = response.status
+        if self.metrics is not None:
+            self.metrics.static(response.status)
         lines = [b"HTTP/1.1 %d %s\r\n" % (response.status, serialize.reason(response.status).encode())]
         for name, value in response.headers:
             lines += (name, b": ", value, b"\r\n")
@@ -339,6 +363,7 @@ class HttpConnection(asyncio.Protocol):
             status, body = 503, b"draining\n"
         else:
             status, body = 200, b"ok\n"
+        self.status = status
         data = serialize.probe_response(status, body, request.keep_alive)
         if request.method == "HEAD":
             data = data[: data.index(b"\r\n\r\n") + 4]
@@ -349,9 +374,13 @@ class HttpConnection(asyncio.Protocol):
         """503 + Retry-After at once: better than queueing into a timeout (Heroku's H12)."""
         log.warning("backlog limit reached (%d waiting): answered 503",
                     self.worker.pool.queued)
+        self.status = 503
+        if self.metrics is not None:
+            self.metrics.shed()
         if self.access_log is not None:
             self._log_local(request, 503, 0, [])
-        self.deliver(serialize.overloaded_response(request.keep_alive),
+        self.deliver(serialize.overloaded_response(request.keep_alive,
+                                                   head_only=request.method == "HEAD"),
                      DONE_KEEP_ALIVE if request.keep_alive else DONE_CLOSE)
 
     async def _send_file(self, region: Any, end: int) -> None:
@@ -359,6 +388,7 @@ class HttpConnection(asyncio.Protocol):
 
         try:
             await sendfile(self.transport, region.file, region.offset, region.count)
+            self._file_bytes += region.count
         except (ConnectionError, OSError) as exc:
             if not self.closed:
                 log.info("sendfile stopped: %s", exc)
@@ -395,7 +425,11 @@ class HttpConnection(asyncio.Protocol):
         assert error is not None
         log.info("%s: %d %s", self.environ_base.get("REMOTE_ADDR", "?"), error.status, error.reason)
         if not self.closed:
-            self.transport.write(serialize.error_response(error.status))  # type: ignore[union-attr]
+            data = serialize.error_response(error.status)
+            self.transport.write(data)  # type: ignore[union-attr]
+            if self.metrics is not None:
+                self.metrics.request(metrics.method_index("other"), error.status, 0.0,
+                                     metrics.NOT_QUEUED, 0, len(data))
         self._close()
 
     def _send_continue(self) -> None:

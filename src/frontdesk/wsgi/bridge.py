@@ -35,6 +35,9 @@ class Channel(Protocol):
     proxy_trust: Any  # a ProxyTrust when the peer is a trusted proxy, else None
     access_log: Any  # a logs.AccessLog when access logging is on, else None
     max_queue_time: float  # shed a request that waited longer for a thread (0 = never)
+    # Written by the app thread before it hands over the last bytes; read by the loop after.
+    status: int
+    queued: float
 
     def reserve(self, nbytes: int) -> bool:
         """Wait for room to queue `nbytes` more (back-pressure); False if the client is gone."""
@@ -44,9 +47,14 @@ class Outbox(Protocol):
     def push(self, channel: Any, data: Any, end: int) -> None: ...
 
 
+class _ClientGone(Exception):
+    """The connection closed under the response (not to be confused with the app's own
+    ConnectionErrors, e.g. to a backend, which are app failures and get a 500)."""
+
+
 def _push(outbox: Outbox, channel: Channel, data: bytes, end: int) -> None:
     if not channel.reserve(len(data)):
-        raise ConnectionAbortedError("client went away")
+        raise _ClientGone
     outbox.push(channel, data, end)
 
 
@@ -72,6 +80,7 @@ class _Response:
         "status",
         "headers",
         "head",
+        "head_sent",
         "sent",
         "keep_alive",
         "code",
@@ -83,7 +92,8 @@ class _Response:
         self.outbox = outbox
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
-        self.head: Head | None = None
+        self.head: Head | None = None  # the framing, once decided
+        self.head_sent = False  # whether the status line and headers are on their way
         self.sent = 0
         self.keep_alive = request.keep_alive
         self.code = 0  # the status actually sent, for the access log
@@ -93,7 +103,7 @@ class _Response:
     ) -> Callable[[bytes], None]:
         if exc_info is not None:
             try:
-                if self.head is not None:
+                if self.head_sent:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None  # break the traceback cycle (PEP 3333)
@@ -118,7 +128,7 @@ class _Response:
         )
         self.head = head
         self.keep_alive = head.keep_alive
-        self.code = int(self.status[:3])
+        self.code = self.channel.status = int(self.status[:3])
         return head
 
     def write(self, data: bytes) -> None:
@@ -127,22 +137,23 @@ class _Response:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
             data = bytes(data)
-        head = self.head
+        if not data and not self.head_sent:
+            return  # PEP 3333: the headers go out with the first non-empty chunk
+        head = self.head if self.head is not None else self._make_head(None)
         prefix = b""
-        if head is None:
-            head = self._make_head(None)
+        if not self.head_sent:
+            self.head_sent = True
             prefix = head.data
         if head.has_body and data:
             limit = head.content_length
             if limit is not None and self.sent + len(data) > limit:
-                log.error(
-                    "%s %s: app sent more than its Content-Length (%d); truncated",
-                    self.request.method, self.request.target.decode("latin-1"), limit,
-                )
+                if self.keep_alive:  # report once
+                    log.error("%s %s: app sent more than its Content-Length (%d); truncated",
+                              self.request.method, self.request.target.decode("latin-1"), limit)
                 data = data[: limit - self.sent]
                 self.keep_alive = False
             self.sent += len(data)
-            if head.chunked:
+            if head.chunked and data:
                 data = b"%x\r\n%b\r\n" % (len(data), data)
         else:
             data = b""
@@ -150,13 +161,16 @@ class _Response:
             _push(self.outbox, self.channel, prefix + data if prefix else data, MORE)
 
     def finish(self) -> None:
-        head = self.head
         tail = b""
-        if head is None:
-            head = self._make_head(0)
+        head = self.head
+        if not self.head_sent:
+            if head is None:
+                head = self._make_head(0)
+            self.head_sent = True
             tail = head.data
-        elif head.chunked:
-            tail = b"0\r\n\r\n"
+        assert head is not None
+        if head.chunked:
+            tail += b"0\r\n\r\n"
         elif head.content_length is not None and self.sent < head.content_length:
             log.error(
                 "%s %s: app sent %d bytes of its Content-Length %d; closing the connection",
@@ -175,13 +189,17 @@ class Bridge:
         self.outbox = outbox
 
     def handle(self, channel: Channel, request: Request) -> None:
+        waited = time.monotonic() - request.started
+        channel.queued = waited
         max_wait = channel.max_queue_time
-        if max_wait and time.monotonic() - request.started > max_wait:
+        if max_wait and waited > max_wait:
             # Waited too long for a thread: the client has likely given up; shed it now.
             log.warning("%s %s: waited over %.3g s for an app thread: answered 503",
                         request.method, request.target.decode("latin-1"), max_wait)
-            self.outbox.push(channel, serialize.overloaded_response(request.keep_alive),
-                             DONE_KEEP_ALIVE if request.keep_alive else DONE_CLOSE)
+            channel.status = 503
+            data = serialize.overloaded_response(request.keep_alive,
+                                                 head_only=request.method == "HEAD")
+            self.outbox.push(channel, data, DONE_KEEP_ALIVE if request.keep_alive else DONE_CLOSE)
             return
         response = _Response(channel, request, self.outbox)
         environ = build_environ(request, channel.environ_base, channel.proxy_trust)
@@ -200,29 +218,29 @@ class Bridge:
         channel = response.channel
         try:
             result = self.app(environ, response.start_response)
-        except Exception:
+        except BaseException:  # SystemExit from an app thread must not strand the connection
             self._fail(response, "the app raised")
             return
         loop_closes = False
         try:
             loop_closes = self._send_result(response, result)
-        except ConnectionError:
-            self.outbox.push(channel, b"", DONE_CLOSE)  # client gone: just release the connection
-        except Exception:
+        except _ClientGone:
+            self.outbox.push(channel, b"", DONE_CLOSE)  # just release the connection
+        except BaseException:
             self._fail(response, "the app's response failed")
         finally:
             close = getattr(result, "close", None)
             if close is not None and not loop_closes:
                 try:
                     close()
-                except Exception:
+                except BaseException:
                     log.exception("%s %s: close() of the app's iterable raised",
                                   request.method, request.target.decode("latin-1"))
 
     def _send_result(self, response: _Response, result: Any) -> bool:
         """Send the app's result; True when the loop took over calling its close()."""
         channel = response.channel
-        if type(result) is list or type(result) is tuple:
+        if (type(result) is list or type(result) is tuple) and not response.head_sent:
             # The whole body is known: one write, with Content-Length, no chunking.
             body = b"".join(result)
             head = response._make_head(len(body))
@@ -237,13 +255,13 @@ class Bridge:
                 data = head.data
             _push(self.outbox, channel, data, DONE_KEEP_ALIVE if response.keep_alive else DONE_CLOSE)
             return False
-        if type(result) is FileWrapper and response.head is None:
+        if type(result) is FileWrapper and not response.head_sent:
             region = result.sendfile_region()
             if region is not None:
                 return self._send_file(response, result, *region)
         for chunk in result:
             if channel.closed:
-                raise ConnectionAbortedError("client went away")
+                raise _ClientGone
             response.write(chunk)
         response.finish()
         return False
@@ -271,11 +289,12 @@ class Bridge:
         request = response.request
         log.error("%s %s: %s", request.method, request.target.decode("latin-1"), what,
                   exc_info=sys.exc_info())
-        if response.head is None:
+        if not response.head_sent:
             # Nothing sent yet, and the request was read whole: a plain 500 keeps the connection.
-            response.code = INTERNAL_ERROR
+            response.code = response.channel.status = INTERNAL_ERROR
             keep_alive = response.keep_alive
-            data = serialize.error_response(INTERNAL_ERROR, close=not keep_alive)
+            data = serialize.error_response(INTERNAL_ERROR, close=not keep_alive,
+                                            head_only=request.method == "HEAD")
             self.outbox.push(response.channel, data, DONE_KEEP_ALIVE if keep_alive else DONE_CLOSE)
         else:
             # Part of the response is on the wire already: the only honest signal left is to

@@ -22,6 +22,9 @@ class InvalidResponse(ValueError):
 def validate(status: object, headers: object) -> None:
     if type(status) is not str or not _STATUS.fullmatch(status):
         raise InvalidResponse(f"invalid WSGI status {status!r}")
+    if status < "2":
+        # A 1xx is interim: sent as the answer, the client would take the next response for it.
+        raise InvalidResponse(f"a WSGI app cannot send an interim status: {status!r}")
     if type(headers) is not list:
         raise InvalidResponse(f"WSGI response headers must be a list, not {type(headers).__name__}")
     for item in headers:
@@ -69,6 +72,8 @@ class Head:
             if lname == "content-length":
                 if not value.isdigit() or content_length is not None:
                     raise InvalidResponse(f"invalid Content-Length from the app: {value!r}")
+                if code == 204:
+                    continue  # RFC 9110 §8.6: never on a 204
                 content_length = int(value)
             lines += (name, ": ", value, "\r\n")
         chunked = False
