@@ -299,3 +299,37 @@ def test_expect_continue_over_limit_is_413_at_once():
         parser.feed(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n"
                     b"Expect: 100-continue\r\n\r\n")
     assert info.value.status == 413
+
+
+# -- found in review ---------------------------------------------------------------------------------
+
+
+def test_upgrade_request_keeps_its_content_length_body():
+    """curl --http2 -d sends Upgrade: h2c with a body; llhttp skips it, we must not."""
+    data = (b"POST / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Length: 11\r\n\r\n"
+            b"hello=world")
+    requests, error = parse(data + b"GET /never HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert error is None
+    (method, target, _, _, body, keep_alive), = requests
+    assert (method, body, keep_alive) == ("POST", b"hello=world", False)
+
+
+def test_upgrade_with_a_chunked_body_is_501():
+    _, error = parse(b"POST / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    assert error == 501
+
+
+def test_unsupported_transfer_coding_is_501():
+    _, error = parse(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                     b"0\r\n\r\n")
+    assert error == 501
+
+
+def test_header_section_limit_holds_within_one_read():
+    headers = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 8000) for i in range(25))
+    parser = RequestParser(Limits())  # 64 KiB section, 8190 per field
+    with pytest.raises(ProtocolError) as info:
+        parser.feed(b"GET / HTTP/1.1\r\nHost: h\r\n" + headers + b"\r\n")
+    assert info.value.status == 431

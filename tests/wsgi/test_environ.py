@@ -121,3 +121,15 @@ def test_build_environ_pure():
     assert isinstance(env["wsgi.input"], io.BytesIO) and env["wsgi.input"].read() == b"hi"
     assert env["wsgi.multiprocess"] is True and env["wsgi.multithread"] is False
     assert base.get("PATH_INFO") is None  # the shared part is copied, never mutated
+
+
+def test_absolute_form_authority_replaces_host_and_fragments_are_dropped():
+    parser = RequestParser(Limits())
+    parser.feed(b"GET http://user@good.example:8080/p?q=1#frag HTTP/1.1\r\nHost: evil.example\r\n\r\n"
+                b"GET /a#frag HTTP/1.1\r\nHost: h\r\n\r\n")
+    base = connection_environ(server=("srv", "80"), peer=("1.2.3.4", "5"), url_scheme="http",
+                              root_path="", multithread=True, multiprocess=False)
+    env = build_environ(parser.requests[0], base)
+    assert env["HTTP_HOST"] == "good.example:8080"
+    assert (env["PATH_INFO"], env["QUERY_STRING"]) == ("/p", "q=1")
+    assert build_environ(parser.requests[1], base)["PATH_INFO"] == "/a"

@@ -127,6 +127,9 @@ class RequestParser:
         "_expect",
         "_content_length",
         "_chunked",
+        "_upgrade",
+        "_upgrade_body_left",
+        "_section_bytes",
         "_header_bytes",
         "_began_this_feed",
         "_body_parts",
@@ -151,7 +154,10 @@ class RequestParser:
         self._expect = False
         self._content_length = -1
         self._chunked = False
+        self._upgrade = False
+        self._upgrade_body_left = 0
         self._header_bytes = 0
+        self._section_bytes = 0
         self._began_this_feed = False
         self._body_parts: list[bytes] = []
         self._body_file: BinaryIO | None = None
@@ -163,15 +169,20 @@ class RequestParser:
     def feed(self, data: bytes) -> None:
         """Parse `data`; complete requests land in `self.requests`. Raises `ProtocolError`."""
         if self._upgraded:
-            return  # bytes after an Upgrade/CONNECT request are not HTTP/1.1; ignore them
+            if self._upgrade_body_left:
+                self._take_upgrade_body(data)
+            return  # bytes after an Upgrade request are not HTTP/1.1; ignore them
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # The request itself is complete and valid; we do not switch protocols (RFC 9110
-            # §7.8 lets a server ignore Upgrade), so it is answered normally and the connection
-            # closes after it, because what follows it on the wire is not ours to parse.
+        except httptools.HttpParserUpgrade as exc:
+            # We do not switch protocols (RFC 9110 §7.8 lets a server ignore Upgrade): the
+            # request is answered normally and the connection closes after it, because what
+            # follows it on the wire is not ours to parse. llhttp skips an upgrading request's
+            # body, so a Content-Length body is read here (curl --http2 -d sends one).
             self._upgraded = True
-            if self.requests:
+            if self._upgrade_body_left:
+                self._take_upgrade_body(data[exc.args[0]:])
+            elif self.requests:
                 self.requests[-1].keep_alive = False
             return
         except httptools.HttpParserError as exc:
@@ -193,6 +204,15 @@ class RequestParser:
                     self._discard_body()
                     raise ProtocolError(431, "request header section too large")
 
+    def _take_upgrade_body(self, data: bytes) -> None:
+        part = data[: self._upgrade_body_left]
+        if part:
+            self.on_body(part)  # the same limits and spooling as any body
+        self._upgrade_body_left -= len(part)
+        if not self._upgrade_body_left:
+            self._request.keep_alive = False  # type: ignore[union-attr]
+            self._complete()
+
     def discard(self) -> None:
         """Free a half-received body (the connection is going away)."""
         self._discard_body()
@@ -213,11 +233,14 @@ class RequestParser:
         self._expect = False
         self._content_length = -1
         self._chunked = False
+        self._upgrade = False
         self._header_bytes = 0
+        self._section_bytes = 0
         self._began_this_feed = True
 
     def on_url(self, fragment: bytes) -> None:
         self._url_size += len(fragment)
+        self._section_bytes += len(fragment)
         if self._url_size > self._limits.request_line:
             self._fail(414, "request-target too long")
         self._url.append(fragment)
@@ -226,8 +249,12 @@ class RequestParser:
         self._fields += 1
         if self._fields > self._limits.fields:
             self._fail(431, "too many header fields")
-        if len(name) + len(value) > self._limits.field_size:
+        size = len(name) + len(value)
+        if size > self._limits.field_size:
             self._fail(431, "header field too large")
+        self._section_bytes += size + 4  # ": " and CRLF
+        if self._section_bytes > self._limits.header_size:
+            self._fail(431, "request header section too large")
         if self.state == BODY:
             return  # a chunked trailer: counted against the limits, never merged into headers
         if b"_" in name:
@@ -239,7 +266,11 @@ class RequestParser:
         elif lname == b"content-length":
             self._content_length = int(value)  # llhttp accepted only digits here
         elif lname == b"transfer-encoding":
-            self._chunked = True  # llhttp accepts it only as a valid, final `chunked`
+            # llhttp accepts only a final `chunked`; other codings before it (gzip, chunked)
+            # are valid HTTP we do not implement: RFC 9112 §6.1 says 501.
+            if b"," in value:
+                self._fail(501, "transfer codings other than chunked are not supported")
+            self._chunked = True
         elif lname == b"expect":
             self._expect = value.lower() == b"100-continue"
         self._request.headers.append((name, value))  # type: ignore[union-attr]
@@ -264,6 +295,9 @@ class RequestParser:
         request.version = version
         request.keep_alive = parser.should_keep_alive()
         request.chunked = self._chunked
+        self._upgrade = parser.should_upgrade()
+        if self._upgrade and request.chunked:
+            self._fail(501, "a chunked body on an Upgrade request is not supported")
         if version == "1.1":
             if self._hosts != 1:
                 self._fail(400, "an HTTP/1.1 request needs exactly one Host header")
@@ -300,6 +334,12 @@ class RequestParser:
             self._body_parts.append(data)
 
     def on_message_complete(self) -> None:
+        if self._upgrade and self._content_length > 0 and self._request.body_size == 0:  # type: ignore[union-attr]
+            self._upgrade_body_left = self._content_length  # llhttp skipped it: see feed()
+            return
+        self._complete()
+
+    def _complete(self) -> None:
         request = self._request
         assert request is not None
         if self._body_file is not None:

@@ -57,7 +57,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("frontdesk.error")
 
-NO_DEADLINE, IDLE, HEADERS, BODY = 0, 1, 2, 3
+NO_DEADLINE, IDLE, HEADERS, BODY, LINGER = 0, 1, 2, 3, 4
+# After an error response: how long, and how much, we read and discard before closing, so the
+# client reads our answer instead of a reset (nginx's lingering_close).
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1 << 20
 # Pipelined requests parsed ahead of the current one before reading pauses.
 MAX_QUEUED_REQUESTS = 16
 # Unsent response bytes a connection may hold before the app thread waits (back-pressure).
@@ -82,13 +86,14 @@ class HttpConnection(asyncio.Protocol):
         self.status = 0
         self.queued = metrics.NOT_QUEUED
         self._current: parsing.Request | None = None
-        self._bytes_at_start = 0
         self._file_bytes = 0
         self.max_queue_time = worker.config.max_queue_time
         self._probes = probe_paths(worker.config.health_path, worker.config.ready_path)
         self.parser = parsing.RequestParser(worker.limits)
         self.transport: asyncio.Transport | None = None
         self._error: ProtocolError | None = None
+        self._closing = False
+        self._lingering = 0  # bytes still to discard after an error response, when > 0
         self._proxy_header: bytes | None = None
         self._eof = False
         self._reading_paused = False
@@ -126,11 +131,18 @@ class HttpConnection(asyncio.Protocol):
         if worker.config.proxy_protocol:
             self._proxy_header = b""  # the balancer's PROXY header comes before any HTTP
         worker.connections.add(self)
-        if worker.draining:
+        if worker.draining or worker.config.keepalive == 0:
             self._keep_alive = False
         self._set_deadline(IDLE, worker.config.header_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._lingering -= len(data)
+            if self._lingering <= 0:
+                self._close()
+            return
+        if self._closing:
+            return
         if self._proxy_header is not None:
             data = self._read_proxy_header(data)
             if not data:
@@ -142,7 +154,7 @@ class HttpConnection(asyncio.Protocol):
             self._fail(exc)
         if parser.requests and not self.busy:
             self._start_next()
-        elif parser.expect_continue and not self.busy:
+        elif parser.expect_continue and not self.busy and self._error is None:
             self._send_continue()
         if self._error is None:
             state = parser.state
@@ -150,8 +162,11 @@ class HttpConnection(asyncio.Protocol):
                 if self.phase != HEADERS:
                     self._set_deadline(HEADERS, self.worker.config.header_timeout)
             elif state == parsing.BODY:
-                self._set_deadline(BODY, self.worker.config.body_timeout)
-            if len(parser.requests) >= MAX_QUEUED_REQUESTS and not self._reading_paused:
+                if parser.expect_continue and self.busy:
+                    self.phase = NO_DEADLINE  # the client waits for our 100, which waits its turn
+                else:
+                    self._set_deadline(BODY, self.worker.config.body_timeout)
+            if parser.requests and not self._reading_paused and self._queued_too_much():
                 self._pause_reading()
 
     def _read_proxy_header(self, data: bytes) -> bytes:
@@ -175,7 +190,16 @@ class HttpConnection(asyncio.Protocol):
             self.proxy_trust = trust if trust.trusts(source[0]) else None
         return buffer[consumed:]
 
+    def _queued_too_much(self) -> bool:
+        """Pipelined requests waiting their turn: bounded in number and in body bytes held."""
+        requests = self.parser.requests
+        if len(requests) >= MAX_QUEUED_REQUESTS:
+            return True
+        return sum(r.body_size for r in requests) > self.worker.limits.body_buffer
+
     def eof_received(self) -> bool:
+        if self._lingering:
+            return False  # the client finished sending: close now
         # A client may half-close after sending its last request; it still wants the answer.
         self._eof = True
         if not self.busy and not self.parser.requests:
@@ -207,13 +231,24 @@ class HttpConnection(asyncio.Protocol):
         if self._dispatching:
             return  # a static reply finished inside the loop below; it picks up the next one
         self._dispatching = True
+        try:
+            self._dispatch_queued()
+        finally:
+            self._dispatching = False
+        if self._reading_paused and not self.busy and not self.parser.requests and (
+                self._error is None and not self._closing):
+            self._reading_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def _dispatch_queued(self) -> None:
         requests = self.parser.requests
         worker = self.worker
-        while requests and not self.busy and not self.closed:
+        while requests and not self.busy and not self._closing:
             request = requests.popleft()
             request.started = time.monotonic()
             self._current = request
-            self._bytes_at_start = self.delivered + self._file_bytes
+            # No app thread owns the connection now: start the per-response counts afresh.
+            self.pushed = self.delivered = self._file_bytes = 0
             self.status = 0
             self.queued = metrics.NOT_QUEUED
             self.busy = True
@@ -239,14 +274,10 @@ class HttpConnection(asyncio.Protocol):
                 self._shed(request)
                 continue
             worker.pool.submit(self, request)
-        self._dispatching = False
-        if self._reading_paused and not self.busy and not requests and self._error is None:
-            self._reading_paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]
 
     def deliver(self, data: Any, end: int) -> None:
         """A reply for the current request (from the Outbox, in the loop thread)."""
-        if self.closed:
+        if self.closed or self._closing:
             close = getattr(data, "close", None)
             if close is not None and type(data) is not bytes:
                 close()
@@ -274,7 +305,7 @@ class HttpConnection(asyncio.Protocol):
             self.metrics.request(
                 metrics.method_index(request.method), self.status,
                 time.monotonic() - request.started, self.queued, request.body_size,
-                self.delivered + self._file_bytes - self._bytes_at_start,
+                self.delivered + self._file_bytes,
             )
         self._current = None
         if self.worker.draining:
@@ -415,6 +446,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _fail(self, error: ProtocolError) -> None:
         self._error = error
+        self.parser.expect_continue = False
         self.phase = NO_DEADLINE
         self._pause_reading()
         if not self.busy and not self.parser.requests:
@@ -424,23 +456,36 @@ class HttpConnection(asyncio.Protocol):
         error = self._error
         assert error is not None
         log.info("%s: %d %s", self.environ_base.get("REMOTE_ADDR", "?"), error.status, error.reason)
-        if not self.closed:
-            data = serialize.error_response(error.status)
-            self.transport.write(data)  # type: ignore[union-attr]
-            if self.metrics is not None:
-                self.metrics.request(metrics.method_index("other"), error.status, 0.0,
-                                     metrics.NOT_QUEUED, 0, len(data))
-        self._close()
+        if self.closed or self._closing:
+            return
+        data = serialize.error_response(error.status)
+        transport = self.transport
+        transport.write(data)  # type: ignore[union-attr]
+        if self.metrics is not None:
+            self.metrics.request(metrics.method_index("other"), error.status, 0.0,
+                                 metrics.NOT_QUEUED, 0, len(data))
+        if self._eof or not transport.can_write_eof():  # type: ignore[union-attr]
+            self._close()
+            return
+        # Lingering close: the client may still be sending (a body over the limit, say);
+        # closing with unread data would reset the connection before it read our answer.
+        transport.write_eof()  # type: ignore[union-attr]
+        self._lingering = LINGER_BYTES
+        self._set_deadline(LINGER, LINGER_SECONDS)
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()  # type: ignore[union-attr]
 
     def _send_continue(self) -> None:
         self.parser.expect_continue = False
         self.transport.write(serialize.CONTINUE_RESPONSE)  # type: ignore[union-attr]
+        self._set_deadline(BODY, self.worker.config.body_timeout)
 
     def on_deadline(self) -> None:
         """Called by the worker's sweep when `deadline` has passed for the current phase."""
         phase = self.phase
         self.phase = NO_DEADLINE
-        if phase == IDLE:
+        if phase == IDLE or phase == LINGER:
             self._close()
         elif phase in (HEADERS, BODY):
             self.parser.discard()
@@ -462,7 +507,11 @@ class HttpConnection(asyncio.Protocol):
             self.transport.pause_reading()  # type: ignore[union-attr]
 
     def _close(self) -> None:
+        """Close after what is written; nothing received after this point is answered."""
         self.phase = NO_DEADLINE
+        self._closing = True
+        self._lingering = 0
+        self.parser.requests.clear()
         if not self.closed and self.transport is not None:
             self.transport.close()
 
@@ -480,7 +529,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _wait_for_room(self) -> bool:
         timeout = self.worker.config.send_timeout
-        progress_mark = self.delivered
+        progress_mark = (self.delivered, self.transport.get_write_buffer_size())  # type: ignore[union-attr]
         deadline = time.monotonic() + timeout
         drained = self._drained
         while True:
@@ -492,9 +541,11 @@ class HttpConnection(asyncio.Protocol):
                 self._thread_waiting = False
                 return True
             now = time.monotonic()
-            if self.delivered != progress_mark or not self._write_paused:
-                progress_mark = self.delivered
+            # Progress is the client taking bytes: our buffer shrinking, or more handed over.
+            mark = (self.delivered, self.transport.get_write_buffer_size())  # type: ignore[union-attr]
+            if mark[0] != progress_mark[0] or mark[1] < progress_mark[1]:
                 deadline = now + timeout
+            progress_mark = mark
             if now >= deadline:
                 self._thread_waiting = False
                 log.info("client did not read its response for %.0f s; resetting", timeout)

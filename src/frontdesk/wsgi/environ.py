@@ -65,6 +65,8 @@ def connection_environ(
 
 def split_target(target: bytes) -> tuple[bytes, bytes]:
     """Request-target → (path, query), both still percent-encoded. Handles absolute-form."""
+    if b"#" in target:
+        target = target.partition(b"#")[0]  # a fragment is the client's business (RFC 9110 §4.2.5)
     if target[:1] != b"/":
         if target == b"*":
             return b"*", b""
@@ -79,6 +81,16 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
                 target = target[path_start:]
     path, sep, query = target.partition(b"?")
     return path, query
+
+
+def _absolute_form_authority(target: bytes) -> str | None:
+    if target[:1] == b"/" or target == b"*":
+        return None
+    rest = target.partition(b"://")[2]
+    end = min((i for i in (rest.find(b"/"), rest.find(b"?"), rest.find(b"#")) if i >= 0),
+              default=len(rest))
+    authority = rest[:end].rpartition(b"@")[2]  # never pass on userinfo
+    return authority.decode("latin-1") or None
 
 
 def build_environ(
@@ -97,6 +109,7 @@ def build_environ(
     environ["QUERY_STRING"] = query.decode("latin-1")
     environ["RAW_URI"] = environ["REQUEST_URI"] = request.target.decode("latin-1")
     environ["SERVER_PROTOCOL"] = "HTTP/1.1" if request.version == "1.1" else "HTTP/1.0"
+    absolute_host = _absolute_form_authority(request.target)
     for name, value in request.headers:
         key = _KEYS.get(name) or _environ_key(name)
         if key is None:
@@ -106,6 +119,8 @@ def build_environ(
             # RFC 9110 §5.3: repeated fields combine with commas; cookies with "; " (RFC 6265).
             text = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + text
         environ[key] = text
+    if absolute_host:
+        environ["HTTP_HOST"] = absolute_host  # RFC 9112 §3.2.2: the target's authority wins
     if request.chunked or request.body_size:
         # The body arrives de-chunked and complete: tell the app its real length.
         environ["CONTENT_LENGTH"] = str(request.body_size)

@@ -1,0 +1,60 @@
+"""Connection-level behaviour found in review: lingering close, 100-continue turns, keep-alive 0."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import time
+
+from tests.conftest import read_until_close
+
+
+def test_client_sending_an_oversized_body_reads_the_413(server_factory):
+    server = server_factory("tests.apps:router", "--workers", "1", "--limit-request-body", "1000")
+    for _ in range(3):
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        try:
+            conn.request("POST", "/environ", body=b"x" * 5_000_000)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped reading; its answer is still waiting for us
+        response = conn.getresponse()
+        assert response.status == 413
+        conn.close()
+
+
+def test_100_continue_waits_its_turn_without_timing_out(server_factory):
+    server = server_factory("tests.apps:router", "--workers", "1", "--body-timeout", "1")
+    with socket.create_connection((server.host, server.port)) as sock:
+        sock.sendall(b"GET /sleep?2 HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"POST /environ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                     b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
+        sock.settimeout(5)
+        data = b""
+        while b"100 Continue" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert b"slept 2" in data and b"408" not in data
+        sock.sendall(b"hello")
+        data += read_until_close(sock)
+    assert data.count(b"HTTP/1.1 200 OK") == 2 and b'"body_head": "hello"' in data
+
+
+def test_keep_alive_zero_closes_after_each_response(server_factory):
+    server = server_factory("tests.apps:router", "--workers", "1", "--keep-alive", "0")
+    started = time.monotonic()
+    out = server.raw(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"Connection: close\r\n" in out and out.endswith(b"Hello, World!")
+    assert time.monotonic() - started < 0.5
+
+
+def test_header_section_over_the_limit_in_one_write_is_431(apps_server):
+    headers = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 8000) for i in range(25))
+    out = apps_server.raw(b"GET /hello HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert out.startswith(b"HTTP/1.1 431 ")
+
+
+def test_upgrade_request_body_reaches_the_app(apps_server):
+    out = apps_server.raw(b"POST /environ HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                          b"Upgrade: h2c\r\nContent-Length: 11\r\n\r\nhello=world")
+    assert out.startswith(b"HTTP/1.1 200 OK") and b'"body_head": "hello=world"' in out
