@@ -275,6 +275,13 @@ def _check_url_path(value: str) -> str:
     return value
 
 
+def _check_forwarded_headers(value: str) -> str:
+    from frontdesk.wsgi.proxy import parse_forwarded_headers
+
+    parse_forwarded_headers(value)
+    return value
+
+
 def _check_ips(value: str) -> str:
     if value.strip() == "*":
         return "*"
@@ -398,6 +405,7 @@ class Config:
     static_precompress: bool = _setting(False, _STATIC, _Bool(), "--static-precompress", doc="At start-up, build .br/.gz variants of compressible static files in a cache directory and serve them to clients that accept them", equiv="nginx gzip_static, brotli_static")
 
     forwarded_allow_ips: str = _setting("127.0.0.1,::1", _PROXY, _Str(_check_ips), "--forwarded-allow-ips", doc="Comma-separated proxy IPs or CIDR networks trusted to set X-Forwarded-* headers, or '*' for any", metavar="IPS", equiv="gunicorn --forwarded-allow-ips; nginx set_real_ip_from")
+    forwarded_headers: str = _setting("X-Forwarded-For,X-Forwarded-Proto", _PROXY, _Str(_check_forwarded_headers), "--forwarded-headers", doc="Which headers a trusted proxy may set: any of X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Port, Forwarded. Add one only if every proxy in front overwrites it", metavar="NAMES", equiv="uvicorn/gunicorn believe X-Forwarded-For and -Proto; nginx real_ip_header")
     proxy_protocol: bool = _setting(False, _PROXY, _Bool(), "--proxy-protocol", doc="Expect a PROXY protocol header at the start of each connection (behind HAProxy or a cloud load balancer)", equiv="gunicorn --proxy-protocol; nginx listen proxy_protocol")
     root_path: str = _setting("", _PROXY, _Str(_check_root_path), "--root-path", doc="URL prefix the app is mounted under, passed as SCRIPT_NAME", metavar="PATH", default_doc="none", equiv="gunicorn SCRIPT_NAME")
 

@@ -15,13 +15,15 @@ def environ(**headers):
     return env
 
 
-LOOPBACK = ProxyTrust("127.0.0.1,::1")
+LOOPBACK = ProxyTrust("127.0.0.1,::1")  # default headers: X-Forwarded-For and -Proto
+ALL_HEADERS = ProxyTrust("127.0.0.1,::1", "X-Forwarded-For,X-Forwarded-Proto,X-Forwarded-Host,"
+                         "X-Forwarded-Port,Forwarded")
 
 
 def test_x_forwarded_headers_from_a_trusted_proxy():
     env = environ(HTTP_X_FORWARDED_FOR="203.0.113.7", HTTP_X_FORWARDED_PROTO="https",
                   HTTP_X_FORWARDED_HOST="example.com")
-    apply_forwarded(env, LOOPBACK)
+    apply_forwarded(env, ALL_HEADERS)
     assert env["REMOTE_ADDR"] == "203.0.113.7"
     assert env["wsgi.url_scheme"] == "https" and env["HTTPS"] == "on"
     assert env["HTTP_HOST"] == "example.com"
@@ -37,7 +39,7 @@ def test_client_is_the_rightmost_untrusted_hop():
 
 def test_rfc7239_forwarded():
     env = environ(HTTP_FORWARDED='for="[2001:db8::1]:4711";proto=https;host=shop.example:8443')
-    apply_forwarded(env, LOOPBACK)
+    apply_forwarded(env, ALL_HEADERS)
     assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("2001:db8::1", "4711")
     assert env["wsgi.url_scheme"] == "https"
     assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("shop.example", "8443")
@@ -54,6 +56,22 @@ def test_garbage_addresses_and_hosts_are_ignored():
     env = environ(HTTP_X_FORWARDED_FOR="unknown, <script>", HTTP_X_FORWARDED_HOST="a b\r\nc")
     apply_forwarded(env, LOOPBACK)
     assert env["REMOTE_ADDR"] == "127.0.0.1" and env["HTTP_HOST"] == "127.0.0.1:8000"
+
+
+def test_by_default_only_for_and_proto_are_believed():
+    """A proxy that sets X-Forwarded-For/-Proto but passes the client's Forwarded or
+    X-Forwarded-Host through must not let the client rewrite its host or address."""
+    env = environ(HTTP_X_FORWARDED_FOR="203.0.113.7", HTTP_X_FORWARDED_PROTO="https",
+                  HTTP_X_FORWARDED_HOST="evil.example",
+                  HTTP_FORWARDED="for=6.6.6.6;proto=http;host=evil.example")
+    apply_forwarded(env, LOOPBACK)
+    assert env["REMOTE_ADDR"] == "203.0.113.7" and env["wsgi.url_scheme"] == "https"
+    assert env["HTTP_HOST"] == "127.0.0.1:8000" and env["SERVER_NAME"] == "127.0.0.1"
+
+
+def test_unknown_forwarded_header_name_is_rejected():
+    with pytest.raises(ValueError, match="X-Real-IP"):
+        ProxyTrust("127.0.0.1", "X-Real-IP")
 
 
 def test_trust_rules():

@@ -117,7 +117,7 @@ class HttpConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=BUFFER_LIMIT, low=BUFFER_LIMIT // 4)
         worker = self.worker
         peer = _address(transport.get_extra_info("peername"), ("", ""))
-        trust = proxy_trust_for(worker.config.forwarded_allow_ips)
+        trust = proxy_trust_for(worker.config.forwarded_allow_ips, worker.config.forwarded_headers)
         if trust.trusts(peer[0]):
             self.proxy_trust = trust
         self.environ_base = connection_environ(
@@ -186,7 +186,8 @@ class HttpConnection(asyncio.Protocol):
         self._proxy_header = None
         if source is not None:
             self.environ_base["REMOTE_ADDR"], self.environ_base["REMOTE_PORT"] = source
-            trust = proxy_trust_for(self.worker.config.forwarded_allow_ips)
+            config = self.worker.config
+            trust = proxy_trust_for(config.forwarded_allow_ips, config.forwarded_headers)
             self.proxy_trust = trust if trust.trusts(source[0]) else None
         return buffer[consumed:]
 

@@ -19,10 +19,29 @@ from typing import Any
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class ProxyTrust:
-    """Which peers may speak for the client (`--forwarded-allow-ips`)."""
+FORWARDED_HEADERS = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+                     "x-forwarded-port", "forwarded")
+DEFAULT_FORWARDED_HEADERS = "X-Forwarded-For,X-Forwarded-Proto"
 
-    def __init__(self, spec: str) -> None:
+
+def parse_forwarded_headers(spec: str) -> frozenset[str]:
+    """`--forwarded-headers` → the header families believed. ValueError names a bad one."""
+    given = [part.strip() for part in spec.split(",") if part.strip()]
+    unknown = [name for name in given if name.lower() not in FORWARDED_HEADERS]
+    if unknown:
+        raise ValueError(f"unknown header {unknown[0]!r}; choose from "
+                         "X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, "
+                         "X-Forwarded-Port, Forwarded")
+    return frozenset(name.lower() for name in given)
+
+
+class ProxyTrust:
+    """Which peers may speak for the client (`--forwarded-allow-ips`), and with which headers
+    (`--forwarded-headers`: only those a proxy in front overwrites or appends to can be
+    believed; one it passes through unchanged would let the client speak for itself)."""
+
+    def __init__(self, spec: str, headers: str = DEFAULT_FORWARDED_HEADERS) -> None:
+        self.headers = parse_forwarded_headers(headers)
         parts = [part.strip() for part in spec.split(",") if part.strip()]
         self.everyone = "*" in parts
         self.networks: list[_Network] = [
@@ -44,9 +63,9 @@ class ProxyTrust:
 
 
 @functools.lru_cache(maxsize=8)
-def proxy_trust_for(spec: str) -> ProxyTrust:
-    """One shared `ProxyTrust` per `--forwarded-allow-ips` value (parsed once per worker)."""
-    return ProxyTrust(spec)
+def proxy_trust_for(spec: str, headers: str = DEFAULT_FORWARDED_HEADERS) -> ProxyTrust:
+    """One shared `ProxyTrust` per settings pair (parsed once per worker)."""
+    return ProxyTrust(spec, headers)
 
 
 _FORWARDED_KEYS = ("HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
@@ -54,20 +73,27 @@ _FORWARDED_KEYS = ("HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_P
 
 
 def apply_forwarded(environ: dict[str, Any], trust: ProxyTrust) -> None:
-    """Rewrite the connection facts in `environ` from a trusted proxy's headers."""
+    """Rewrite the connection facts in `environ` from a trusted proxy's believed headers."""
     if not any(key in environ for key in _FORWARDED_KEYS):
         return
-    if "HTTP_FORWARDED" in environ:
+    believed = trust.headers
+    proto = host = port = None
+    addresses: list[str] | None = None
+    if "forwarded" in believed and "HTTP_FORWARDED" in environ:
         hops = _parse_forwarded(environ["HTTP_FORWARDED"])
         addresses = [hop.get("for", "") for hop in hops]
         nearest = hops[-1] if hops else {}
-        proto, host, port = nearest.get("proto"), nearest.get("host"), None
+        proto, host = nearest.get("proto"), nearest.get("host")
     else:
-        addresses = [a.strip() for a in environ.get("HTTP_X_FORWARDED_FOR", "").split(",")]
-        proto = _last(environ.get("HTTP_X_FORWARDED_PROTO"))
-        host = _last(environ.get("HTTP_X_FORWARDED_HOST"))
-        port = _last(environ.get("HTTP_X_FORWARDED_PORT"))
-    client = _client(addresses, trust)
+        if "x-forwarded-for" in believed and "HTTP_X_FORWARDED_FOR" in environ:
+            addresses = [a.strip() for a in environ["HTTP_X_FORWARDED_FOR"].split(",")]
+        if "x-forwarded-proto" in believed:
+            proto = _last(environ.get("HTTP_X_FORWARDED_PROTO"))
+        if "x-forwarded-host" in believed:
+            host = _last(environ.get("HTTP_X_FORWARDED_HOST"))
+        if "x-forwarded-port" in believed:
+            port = _last(environ.get("HTTP_X_FORWARDED_PORT"))
+    client = _client(addresses, trust) if addresses else None
     if client is not None:
         address, client_port = client
         environ["REMOTE_ADDR"] = address
@@ -79,14 +105,14 @@ def apply_forwarded(environ: dict[str, Any], trust: ProxyTrust) -> None:
             environ["wsgi.url_scheme"] = proto
             if proto == "https":
                 environ["HTTPS"] = "on"
+        else:
+            proto = None
     if host and _plausible_host(host):
         environ["HTTP_HOST"] = host
         name, host_port = _split_host(host)
         environ["SERVER_NAME"] = name
         port = port or host_port
-        if not port:
-            port = "443" if environ["wsgi.url_scheme"] == "https" else "80"
-    elif port is None and proto:
+    if not port and (proto or host):
         port = "443" if environ["wsgi.url_scheme"] == "https" else "80"
     if port and port.isdigit():
         environ["SERVER_PORT"] = port
