@@ -1,16 +1,35 @@
-"""Start the server for a validated `Config`: load the app, bind, serve. Returns an exit status."""
+"""Start the server for a validated `Config`: build everything, bind, hand over to the master.
+
+`run` is the whole process model in order (docs/process-management.md):
+
+1. logging, umask, `--user`/`--group` resolved (not yet dropped: workers drop them after fork);
+2. static mounts built, and with `--preload` the app imported, in the master;
+3. listening sockets bound, or inherited from systemd or from the master this one replaces (USR2),
+   one `Listening at:` line each;
+4. `frontdesk.master.Arbiter` forks the workers and supervises them until it is told to stop.
+
+Every error before the first fork is one `frontdesk: error:` line and status 2.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from frontdesk import logs, sockets
-from frontdesk.errors import AppLoadError, FrontdeskError
+from frontdesk import sockets
+from frontdesk.errors import AppLoadError, ConfigError, FrontdeskError
 
 log = logging.getLogger("frontdesk.error")
+
+def configure_logging(config: Any) -> None:
+    """Error and access logs as the settings say (`frontdesk.logs`); run again on HUP."""
+    from frontdesk import logs
+
+    logs.configure(config)
 
 
 def build_static(config: Any) -> Any:
@@ -26,29 +45,112 @@ def build_static(config: Any) -> Any:
     )
 
 
-def run(config: Any) -> int:
-    """Serve `config.app` in this process until SIGTERM/SIGINT. Errors → one line, status 2."""
-    logs.configure(config)
+def _app_loader(config: Any) -> Callable[..., Any]:
     from frontdesk.loader import load_app
-    from frontdesk.worker.process import Worker
 
+    return load_app(config.app, chdir=config.chdir, pythonpath=tuple(config.pythonpath))
+
+
+def _config_reloader(start_cwd: str) -> Callable[[], Any]:
+    """HUP: read the settings again, from the same command line, environment and files."""
+
+    def reload() -> Any:
+        from frontdesk.cli import build_parser
+        from frontdesk.config import resolve
+
+        try:
+            given = vars(build_parser().parse_args(sys.argv[1:]))
+        except SystemExit:
+            raise ConfigError(f"cannot parse the command line again: {sys.argv[1:]}") from None
+        return resolve(given, cwd=start_cwd).config
+
+    return reload
+
+
+def start_metrics(config: Any) -> tuple[Any, Any]:
+    """The metrics registry and its server for `--metrics-bind`, started; (None, None) without.
+
+    Slots for three times the workers, plus some: two generations overlap during a reload, and
+    recycled workers keep theirs until they are reaped. Raises OSError (one line) if the
+    address cannot be bound.
+    """
+    bind = getattr(config, "metrics_bind", None)
+    if not bind:
+        return None, None
+    from frontdesk import metrics
+
+    address: Any = sockets.parse_address(bind)[1]
+    host, port = str(address[0]), int(address[1])
+    registry = metrics.Registry(max_workers=3 * config.workers + 8)
+    server = metrics.MetricsServer(registry, host, port)
+    server.start()
+    log.info("Metrics at: http://%s:%d/metrics", *server.address)
+    return registry, server
+
+
+def _preimport_worker(config: Any) -> None:
+    """Import the worker's modules in the master: workers start faster, share the pages, and can
+    still import them after dropping privileges (--user) to a user who cannot read them."""
+    import frontdesk.worker.process  # noqa: F401
+
+    if config.loop != "asyncio":
+        try:
+            importlib.import_module("uvloop")
+        except ImportError:
+            pass
+
+
+def run(config: Any) -> int:
+    """Serve `config.app` with a master and `config.workers` workers until stopped.
+
+    Returns the exit status: 0 after TERM/INT/QUIT, 2 for an error before the first fork, 1 when
+    workers crash before they serve. Raises `AppLoadError` when the app cannot be loaded (in the
+    master with --preload, or by every worker again and again): the CLI prints it, status 2.
+    """
+    configure_logging(config)
+    from frontdesk.master import Arbiter, resolve_privileges
+
+    start_cwd = os.getcwd()
     try:
+        if config.umask is not None:
+            os.umask(config.umask)
+        privileges = resolve_privileges(config.user, config.group)
         # Static directories are relative to where frontdesk started, so before --chdir.
         static = build_static(config)
-        # AppLoadError propagates: the CLI prints the user's traceback and exits 2.
-        app = load_app(config.app, chdir=config.chdir, pythonpath=config.pythonpath)
-        listeners = [
-            sockets.bind(spec, backlog=config.backlog, reuse_port=config.reuse_port)
-            for spec in config.bind
-        ]
+        app = _app_loader(config) if config.preload else None  # AppLoadError propagates
+        listeners, old_master = sockets.open_listeners(
+            tuple(config.bind), backlog=config.backlog, reuse_port=config.reuse_port,
+            umask=config.umask,
+        )
     except (ValueError, FrontdeskError) as exc:
         if isinstance(exc, AppLoadError):
             raise
         print(f"frontdesk: error: {exc}", file=sys.stderr)
         return 2
-    for sock in listeners:
-        log.info("Listening at: %s (%d)", sockets.describe(sock), os.getpid())
-    worker = Worker(config, app, static)
-    status = worker.run(listeners)
-    log.info("Shutting down: exit %d", status)
-    return status
+    try:
+        # Last before the fork: it starts the master's only thread (the scrape server).
+        registry, metrics_server = start_metrics(config)
+    except (ValueError, OSError) as exc:
+        sockets.close_all(listeners, unlink=not old_master)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"frontdesk: error: {reason}", file=sys.stderr)
+        return 2
+    for listener in listeners:
+        log.info("Listening at: %s (%d)", sockets.describe(listener.sock), os.getpid())
+    _preimport_worker(config)
+    arbiter = Arbiter(
+        config,
+        listeners,
+        load_app=_app_loader,
+        app=app,
+        static=static,
+        build_static=build_static,
+        reload_config=_config_reloader(start_cwd),
+        configure_logging=configure_logging,
+        privileges=privileges,
+        old_master=old_master,
+        start_cwd=start_cwd,
+        metrics=registry,
+        metrics_server=metrics_server,
+    )
+    return arbiter.run()

@@ -16,6 +16,10 @@ direction wakes the other once per request:
 
 `deque.append`/`popleft` are atomic under the GIL, which is what makes the lock-free paths safe;
 each parked thread sleeps on its own lock, so a wake-up is one release of one lock.
+
+For `--request-timeout`, thread i keeps `running[i] = (channel, request, started)` while it runs a
+request and `None` otherwise: one tuple store per request, no lock (a list item store is atomic
+under the GIL). Only the worker's once-a-second tick reads it (`frontdesk.worker.process`).
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("frontdesk.error")
 
@@ -70,11 +76,13 @@ class ThreadPool:
         self._idle: list[threading.Lock] = []
         self._wake_scheduled = False
         self._stopping = False
-        self._threads = [
-            threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
+        # What each thread runs, and since when (see module docstring).
+        self.running: list[tuple[Any, Any, float] | None] = [None] * size
+        self.threads = [
+            threading.Thread(target=self._run, args=(i,), name=f"{name}-{i}", daemon=True)
             for i in range(size)
         ]
-        for thread in self._threads:
+        for thread in self.threads:
             thread.start()
 
     @property
@@ -105,12 +113,14 @@ class ThreadPool:
         self._stopping = True
         while self._idle:
             self._release_idle()
-        for thread in self._threads:
+        for thread in self.threads:
             thread.join(timeout)
 
-    def _run(self) -> None:
+    def _run(self, index: int) -> None:
         pending = self._pending
         idle = self._idle
+        running = self.running
+        clock = time.monotonic
         parked = threading.Lock()
         parked.acquire()
         while not self._stopping:
@@ -130,7 +140,9 @@ class ThreadPool:
                 continue
             if pending and idle:
                 self._release_idle()
+            running[index] = (channel, request, clock())
             try:
                 self._handle(channel, request)
             except BaseException:  # the bridge handles app errors; this is a server bug
                 log.exception("app thread: unexpected error")
+            running[index] = None

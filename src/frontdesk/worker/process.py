@@ -2,26 +2,73 @@
 
 No HTTP details here (those live in `transport`): this module boots the loop, owns the shared
 pieces every connection uses (limits, static files, thread pool, outbox), ticks the clock once a
-second (Date header, connection deadlines), and stops gracefully on SIGTERM/SIGINT.
+second, and stops on signals.
+
+Theory of operation
+-------------------
+The master (`frontdesk.master.arbiter`) forks the worker and gives it the write end of a pipe
+(`master_fd`; the messages are in `frontdesk.master.common`). Everything below happens in the loop
+thread, most of it in the once-a-second tick, so nothing here costs the hot path a thing except
+the pool's one tuple store per request:
+
+    ===============  ===========================================  ============================
+    event            what the worker does                          what the master does
+    ===============  ===========================================  ============================
+    sockets served   `READY`                                       counts it as serving
+    every tick       `BEAT`; expire connection deadlines; sweep    restarts it if no beat for
+                     the pool for requests past --request-timeout  --timeout (see arbiter)
+    --max-requests   `RETIRE` once; keeps serving                  forks a replacement; TERM
+    (+ jitter) hit                                                 once the replacement is ready
+    request timeout  logs the thread's stack, answers 504, drops   same as `RETIRE`
+                     the thread's later output; `STUCK` once
+    master gone      (broken pipe, or a new parent) graceful stop  —
+    --reload: a      SIGHUP to the master                          reloads (see arbiter)
+    source changed
+    ===============  ===========================================  ============================
+
+Signals: TERM stops gracefully (stop accepting; in-flight requests get --graceful-timeout; idle
+keep-alive connections close at once, connections that have not sent their first request yet get
+`FRESH_GRACE`); INT and QUIT stop fast (connections are cut); USR1 reopens log files; USR2 writes
+every thread's stack to the error log (from C, so it works when the loop is stuck); HUP, TTIN and
+TTOU are the master's and ignored here.
+
+Why 504 for a request past --request-timeout: frontdesk stands where nginx stood, and nginx
+answers 504 Gateway Timeout when the app server is too slow (`proxy_read_timeout`), which is
+what dashboards and clients of an nginx + gunicorn stack already expect.
 """
 
 from __future__ import annotations
 
 import asyncio
+import glob
+import itertools
 import logging
 import os
+import random
 import signal
 import socket
+import sys
 import time
-from typing import Any, Callable
+import traceback
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
+from frontdesk.master import common
 from frontdesk.protocol import serialize
 from frontdesk.protocol.parser import Limits
-from frontdesk.wsgi.bridge import Bridge
 from frontdesk.worker.pool import Outbox, ThreadPool
 from frontdesk.worker.transport import NO_DEADLINE, HttpConnection
+from frontdesk.wsgi.bridge import Bridge
 
 log = logging.getLogger("frontdesk.error")
+
+REQUEST_TIMEOUT_STATUS = 504
+# On a graceful stop, a connection accepted but with no request read yet gets this long to send
+# one (it was accepted before the stop, so its client is owed an answer).
+FRESH_GRACE = 1.0
+# Fast stop and the app threads at exit: how long stuck threads may delay the process exit.
+THREAD_EXIT_WAIT = 0.5
 
 
 def new_event_loop(choice: str = "auto") -> asyncio.AbstractEventLoop:
@@ -38,9 +85,21 @@ def new_event_loop(choice: str = "auto") -> asyncio.AbstractEventLoop:
 
 
 class Worker:
-    """Serves the app on `sockets` until told to stop (see module docstring)."""
+    """Serves the app on `sockets` until told to stop (see module docstring).
 
-    def __init__(self, config: Any, app: Callable[..., Any], static: Any = None) -> None:
+    `master_fd`: the write end of the pipe to the master, or None to run alone (tests).
+    `metrics`: this worker's `frontdesk.metrics.WorkerMetrics` slot, or None.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        app: Callable[..., Any],
+        static: Any = None,
+        *,
+        master_fd: int | None = None,
+        metrics: Any = None,
+    ) -> None:
         self.config = config
         self.app = app
         self.static = static
@@ -50,72 +109,293 @@ class Worker:
         self.server_name = "localhost"
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.pool: ThreadPool = None  # type: ignore[assignment]
+        self.master_fd = master_fd
+        self.metrics = metrics  # read by each connection (transport)
+        self.retiring = False
+        self._master_pid = os.getppid() if master_fd is not None else 0
         self._servers: list[asyncio.AbstractServer] = []
         self._stopped: asyncio.Future[None] | None = None
+        self._fast = False
         self._tick_handle: asyncio.TimerHandle | None = None
+        self._timed_out: dict[int, tuple[Any, Any, float]] = {}  # pool slot -> request answered
+        self._watcher = _Watcher(config.reload_include) if getattr(config, "reload", False) else None
+
+    # -- running ----------------------------------------------------------------------------------
 
     def run(self, sockets: list[socket.socket], on_ready: Callable[[], None] | None = None) -> int:
-        """Serve until SIGTERM/SIGINT, then drain. Returns the process exit status."""
+        """Serve until stopped (see module docstring). Returns the process exit status."""
         loop = new_event_loop(self.config.loop)
         asyncio.set_event_loop(loop)
         self.loop = loop
         outbox = Outbox(loop)
-        self.pool = ThreadPool(loop, self.config.threads, Bridge(self.app, outbox).handle)
+        handle: Callable[[Any, Any], None] = Bridge(self.app, outbox).handle
+        if self.config.max_requests:
+            handle = self._counting(handle)
+        self.pool = ThreadPool(loop, self.config.threads, handle)
         try:
             return loop.run_until_complete(self._serve(sockets, on_ready))
         finally:
-            self.pool.stop(timeout=1.0)
+            # Threads still inside the app (past the graceful timeout, or stuck) are daemons:
+            # they end with the process. Waiting for each in turn would only delay the exit.
+            self.pool.stop(timeout=THREAD_EXIT_WAIT / max(1, len(self.pool.threads)))
             loop.close()
+            _flush_access_log()
+
+    def _counting(self, handle: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+        """Wrap the bridge's `handle` to count requests for --max-requests (+ jitter)."""
+        config = self.config
+        limit = config.max_requests + random.randint(0, config.max_requests_jitter)
+        count = itertools.count(1).__next__  # atomic under the GIL: no lost or doubled counts
+        loop = self.loop
+
+        def counting_handle(channel: Any, request: Any) -> None:
+            if count() == limit:
+                loop.call_soon_threadsafe(self.retire, common.RETIRE, f"served {limit} requests")
+            handle(channel, request)
+
+        return counting_handle
 
     async def _serve(self, sockets: list[socket.socket], on_ready: Callable[[], None] | None) -> int:
         loop = self.loop
         self._stopped = loop.create_future()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        for sig in (signal.SIGINT, signal.SIGQUIT):
+            loop.add_signal_handler(sig, self.stop, False)
+        loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
+        if self.master_fd is not None:
+            for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+                signal.signal(sig, signal.SIG_IGN)
+            common.register_stack_dump()
+            common.set_title(f"frontdesk: worker [{self.config.app}]")
         for sock in sockets:
             server = await loop.create_server(
                 lambda: HttpConnection(self), sock=sock, backlog=self.config.backlog
             )
             self._servers.append(server)
         self._tick()
+        self._tell_master(common.READY)
         if on_ready is not None:
             on_ready()
         await self._stopped
         return await self._drain()
 
-    def stop(self) -> None:
-        """Begin a graceful stop (idempotent)."""
+    def stop(self, graceful: bool = True) -> None:
+        """Begin a stop (idempotent); a fast stop may follow a graceful one, not the reverse."""
+        if not graceful and not self._fast:
+            self._fast = True
+            if self.draining:
+                self._abort_all()
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
 
+    def retire(self, message: bytes, why: str) -> None:
+        """Ask the master for a replacement (it sends TERM once that one serves). Loop thread."""
+        if self.retiring or self.draining:
+            return
+        self.retiring = True
+        if self.master_fd is None:
+            log.info("worker %d: %s; stopping", os.getpid(), why)
+            self.stop()
+            return
+        log.info("worker %d: %s; asking the master for a replacement", os.getpid(), why)
+        common.set_title(f"frontdesk: worker [{self.config.app}] (retiring)")
+        self._tell_master(message)
+
+    def _tell_master(self, message: bytes) -> None:
+        if self.master_fd is not None and not common.send(self.master_fd, message):
+            self._master_gone()
+
+    def _master_gone(self) -> None:
+        if not self.draining and self._stopped is not None and not self._stopped.done():
+            log.warning("worker %d: the master is gone; stopping", os.getpid())
+        self.master_fd = None
+        self.stop()
+
+    def _reopen_logs(self) -> None:
+        common.reopen_log_files()
+        if self.master_fd is not None:
+            common.register_stack_dump()  # faulthandler holds the old file
+
+    # -- stopping ---------------------------------------------------------------------------------
+
     async def _drain(self) -> int:
-        """Stop accepting, let in-flight requests finish up to the graceful timeout, close."""
+        """Stop accepting; finish in-flight requests up to the graceful timeout; close."""
         self.draining = True
         for server in self._servers:
             server.close()
+        # A connection accepted just before the close gets its connection_made() in a later loop
+        # iteration: let those run, or the process could exit holding a connection nobody saw.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        if self._fast:
+            self._abort_all()
+        now = time.monotonic()
+        deadline = now + self.config.graceful_timeout
+        fresh_until = now + min(FRESH_GRACE, self.config.graceful_timeout)
         for connection in list(self.connections):
-            connection.close_if_idle()
-        deadline = time.monotonic() + self.config.graceful_timeout
+            if connection.delivered or now >= fresh_until:
+                connection.close_if_idle()
+        fresh = True
         while self.connections and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+            if fresh and time.monotonic() >= fresh_until:
+                fresh = False
+                for connection in list(self.connections):
+                    connection.close_if_idle()
+            await asyncio.sleep(0.02)
         if self.connections:
             log.warning("graceful timeout: closing %d connection(s) still busy", len(self.connections))
-            for connection in list(self.connections):
-                connection._abort()
+            self._abort_all()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         await asyncio.sleep(0)  # let the transports finish closing
         return 0
 
+    def _abort_all(self) -> None:
+        for connection in list(self.connections):
+            connection._abort()
+
+    # -- the tick ---------------------------------------------------------------------------------
+
     def _tick(self) -> None:
-        """Once a second: refresh the Date header and expire connection deadlines."""
+        """Once a second: Date header, connection deadlines, heartbeat, request timeouts."""
         serialize.refresh_date()
         now = time.monotonic()
         for connection in [c for c in self.connections if c.phase != NO_DEADLINE]:
             if now >= connection.deadline:
                 connection.on_deadline()
+        if self.master_fd is not None:
+            if os.getppid() != self._master_pid:
+                self._master_gone()
+            else:
+                self._tell_master(common.BEAT)
+        if self.config.request_timeout:
+            self._check_request_times(now)
+        if self.metrics is not None:
+            pool = self.pool
+            busy = len(pool.threads) - pool.running.count(None)
+            self.metrics.set_gauges(len(self.connections), busy + pool.queued, busy,
+                                    len(pool.threads) - busy, pool.queued)
+        if self._watcher is not None and not self.draining and self.master_fd is not None:
+            changed = self._watcher.changed()
+            if changed:
+                log.info("worker %d: %s changed; reloading (--reload)", os.getpid(), changed)
+                self._watcher = None  # the master's HUP replaces this worker
+                os.kill(self._master_pid, signal.SIGHUP)
         # Wake at the next whole second so the Date header turns over on time.
         self._tick_handle = self.loop.call_later(1.0 - time.time() % 1.0 + 0.001, self._tick)
+
+    def _check_request_times(self, now: float) -> None:
+        limit = self.config.request_timeout
+        timed_out = self._timed_out
+        for index, slot in enumerate(self.pool.running):
+            if slot is None:
+                timed_out.pop(index, None)
+            elif now - slot[2] >= limit and timed_out.get(index) is not slot:
+                timed_out[index] = slot
+                self._request_timed_out(index, slot, now)
+
+    def _request_timed_out(self, index: int, slot: tuple[Any, Any, float], now: float) -> None:
+        channel, request, started = slot
+        thread = self.pool.threads[index]
+        frame = sys._current_frames().get(thread.ident or 0)
+        if self.pool.running[index] is not slot:
+            return  # it finished just now after all
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "  (finished)\n"
+        answered = self._answer_timed_out(channel, frame)
+        log.error(
+            "request timeout: %s %s from %s has run %.1f s (--request-timeout %g) in thread %s of"
+            " worker %d. The thread's stack, most recent call last:\n%s"
+            "The client %s. The thread is abandoned; this worker is replaced once its other"
+            " requests finish.",
+            request.method, request.target.decode("latin-1"),
+            channel.environ_base.get("REMOTE_ADDR", "?"), now - started,
+            self.config.request_timeout, thread.name, os.getpid(), stack,
+            f"got {REQUEST_TIMEOUT_STATUS}" if answered else "connection was closed (the response had begun)",
+        )  # fmt: skip
+        self.retire(common.STUCK, "a request timed out")
+
+    def _answer_timed_out(self, channel: Any, frame: FrameType | None) -> bool:
+        """504 if the app has sent nothing yet, else cut the connection. Drops later output."""
+        if channel.closed or channel.transport is None:
+            return False
+        transport = channel.transport
+        if _response_started(frame):
+            transport.abort()
+            answered = False
+        else:
+            transport.write(serialize.error_response(REQUEST_TIMEOUT_STATUS))
+            transport.close()
+            answered = True
+        # From here the transport drops whatever the abandoned thread still produces: `reserve`
+        # refuses, `deliver` discards. connection_lost() still runs and unregisters it.
+        channel.closed = True
+        return answered
+
+
+class _Watcher:
+    """--reload (development): the app's source files, and --reload-include globs, by mtime.
+
+    Files under the Python installation and the virtualenv are left out: they change with a
+    reinstall, not with an edit. Checked by the tick, once a second, in the loop thread.
+    """
+
+    def __init__(self, include: tuple[str, ...] = ()) -> None:
+        self.include = include
+        self.mtimes = self._scan()
+
+    def _files(self) -> set[str]:
+        skip = tuple({os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+        files = set()
+        for module in list(sys.modules.values()):
+            path = getattr(module, "__file__", None)
+            if path and path.endswith(".py") and not os.path.realpath(path).startswith(skip):
+                files.add(path)
+        for pattern in self.include:
+            files.update(glob.glob(pattern, recursive=True))
+        return files
+
+    def _scan(self) -> dict[str, float]:
+        mtimes = {}
+        for path in self._files():
+            try:
+                mtimes[path] = os.stat(path).st_mtime
+            except OSError:
+                pass
+        return mtimes
+
+    def changed(self) -> str | None:
+        """The first file changed (or gone) since the last call, else None."""
+        now = self._scan()
+        for path, mtime in now.items():
+            if self.mtimes.get(path, mtime) != mtime:
+                return path
+        gone = set(self.mtimes) - set(now)
+        self.mtimes = now
+        return min(gone) if gone else None
+
+
+def _response_started(frame: FrameType | None) -> bool:
+    """Whether the bridge has sent the response head for the request running in `frame`.
+
+    Read from the `response` local of the bridge's `handle` frame; unknown counts as started
+    (cutting the connection is always honest, a 504 after a partial response would not be).
+    """
+    code = Bridge.handle.__code__
+    while frame is not None:
+        if frame.f_code is code:
+            response = frame.f_locals.get("response")
+            return response is None or getattr(response, "head", True) is not None
+        frame = frame.f_back
+    return True
+
+
+def _flush_access_log() -> None:
+    """Write out the access log lines still queued: the process ends with os._exit."""
+    from frontdesk import logs
+
+    for access_log in list(getattr(logs, "_access_logs", {}).values()):
+        if access_log._pid == str(os.getpid()):
+            access_log.close()
 
 
 def worker_pid() -> int:

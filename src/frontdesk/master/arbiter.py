@@ -1,0 +1,815 @@
+"""The master process: fork workers, reap them, watch their heartbeats, obey signals.
+
+Theory of operation
+-------------------
+The master holds the listening sockets (`frontdesk.sockets`), never accepts on them, never runs
+an event loop and never speaks HTTP. It is one loop (`_run_loop`), woken by a signal (through
+`signal.set_wakeup_fd`), by a worker's pipe (`frontdesk.master.common`) or by a deadline:
+
+    1. dispatch queued signals: the handler only appends the signal number to `_signals`; the
+       loop calls `handle_<name>` (gunicorn's arbiter, STYLE.md principle 8)
+    2. reap every exited child with waitpid(-1): workers, the new master of an upgrade, and, as
+       PID 1 in a container, any orphan
+    3. liveness: a worker silent for --timeout gets SIGUSR2 (its threads' stacks go to the error
+       log), SIGTERM, and SIGKILL `KILL_GRACE` seconds later; a stopping worker past its
+       deadline gets SIGKILL
+    4. manage: fork what the current generation lacks, retire what it has too many of, and
+       while more than `target` workers serve, TERM the oldest of those being replaced (older
+       generations after HUP, workers that asked to retire after max-requests or a request
+       timeout): one goes for each replacement that is ready, so `target` always serve
+
+A worker's life, as the master sees it:
+
+    ==========  ===========================================  =================================
+    state       entered when                                 left when
+    ==========  ===========================================  =================================
+    booting     forked (`_spawn`)                             READY, or exit: a boot failure
+    serving     READY received                               RETIRE/STUCK, HUP, TTOU, timeout
+    retiring    it asked (RETIRE/STUCK) or an older          the current generation is ready:
+                generation after HUP; still serves           TERM (→ stopping)
+    stopping    TERM/QUIT sent; `kill_at` set                 reaped (or SIGKILL at `kill_at`)
+    ==========  ===========================================  =================================
+
+Crash loops (granian's `_serve_loop` idea): a worker that exits before READY is a boot failure.
+Failures in a row back off exponentially (`BOOT_BACKOFF` doubling to `MAX_BACKOFF`); after
+`BOOT_ATTEMPTS` in a row with no worker serving, the master stops with the last worker's reason
+(the app's import error, usually) and a non-zero status. While older workers still serve (a HUP
+or a replacement after bad code was deployed) it keeps them and keeps retrying, slowly.
+
+`__init__` only records its arguments: pipes, signal handlers, the pid file and the process title
+are set up in `run()`, after which the only way out is `run()` returning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from frontdesk import sockets
+from frontdesk.errors import AppLoadError, FrontdeskError
+from frontdesk.master import common
+
+__all__ = ["Arbiter", "Privileges", "resolve_privileges"]
+
+log = logging.getLogger("frontdesk.error")
+
+KILL_GRACE = 2.0  # after TERM to a worker that missed its heartbeats, or past a stop's deadline
+FAST_STOP_GRACE = 2.0  # INT/QUIT: how long workers get before SIGKILL
+BOOT_ATTEMPTS = 5
+BOOT_BACKOFF = 0.1
+MAX_BACKOFF = 10.0
+BOOT_ERROR_STATUS = 3  # a worker's exit status when the app cannot be loaded
+
+_HANDLED = (
+    signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
+    signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD,
+)  # fmt: skip
+
+
+# Why a worker stopped (`_Worker.why`) → the metrics' restart cause; others are not restarts.
+_RESTART_CAUSES = {
+    "timeout": "timeout", "request timeout": "timeout", "max requests": "max-requests",
+    "replaced by a reload": "reload",
+}  # fmt: skip
+
+
+@dataclass
+class Privileges:
+    """Who workers run as (`--user`/`--group`), resolved in the master before any fork."""
+
+    uid: int | None = None
+    gid: int | None = None
+    user: str | None = None  # for initgroups
+
+    def drop(self) -> None:
+        """In a worker: give up root for the configured user and group. Order matters."""
+        if self.uid is None and self.gid is None:
+            return
+        if self.user is not None and self.gid is not None:
+            os.initgroups(self.user, self.gid)
+        elif self.gid is not None and os.geteuid() == 0:
+            os.setgroups([self.gid])
+        if self.gid is not None:
+            os.setgid(self.gid)
+        if self.uid is not None:
+            os.setuid(self.uid)
+
+
+def resolve_privileges(user: str | None, group: str | None) -> Privileges:
+    """Names or numbers → ids. Raises `FrontdeskError` (one line) for unknown ones or non-root."""
+    import grp
+    import pwd
+
+    priv = Privileges()
+    if user:
+        try:
+            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except KeyError:
+            if not user.isdigit():
+                raise FrontdeskError(f"--user {user!r}: no such user") from None
+            priv.uid = int(user)
+        else:
+            priv.uid, priv.gid, priv.user = entry.pw_uid, entry.pw_gid, entry.pw_name
+    if group:
+        try:
+            priv.gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            if not group.isdigit():
+                raise FrontdeskError(f"--group {group!r}: no such group") from None
+            priv.gid = int(group)
+    changes = (priv.uid is not None and priv.uid != os.geteuid()) or (
+        priv.gid is not None and priv.gid != os.getegid()
+    )
+    if changes and os.geteuid() != 0:
+        raise FrontdeskError("--user/--group need frontdesk to be started as root")
+    return priv
+
+
+@dataclass
+class _Worker:
+    """The master's record of one worker process."""
+
+    pid: int
+    fd: int  # read end of its pipe; -1 once closed
+    generation: int
+    age: int  # spawn order, to retire the oldest first
+    started: float
+    last_beat: float
+    ready: bool = False
+    retiring: bool = False
+    why: str = ""  # why it is retiring or stopping, for the logs
+    kill_at: float = 0.0  # stopping: SIGKILL at this time; 0 while not stopping
+    killed: bool = False
+    last_words: str = ""  # BOOT_FAILED reason
+    buffer: bytes = b""
+    slot: int | None = None  # its metrics slot
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def _describe_status(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    return f"was killed by {_signame(-code)}" if code < 0 else f"exited with status {code}"
+
+
+class Arbiter:
+    """Supervises workers on `listeners` (see module docstring). `run()` returns the exit status.
+
+    `app`: the app loaded in the master (--preload), else None and each worker calls
+    `load_app(config)`. `reload_config()` returns the settings re-read for HUP (raises
+    `FrontdeskError`); `build_static(config)` and `configure_logging(config)` are re-run with them.
+    `old_master`: the pid of the master this one replaces in a USR2 upgrade, else 0.
+    `metrics`/`metrics_server`: a `frontdesk.metrics.Registry` and its `MetricsServer`, or None:
+    each worker gets a slot of the registry, which the master retires when it reaps the worker.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        listeners: list[sockets.Listener],
+        *,
+        load_app: Callable[[Any], Callable[..., Any]],
+        app: Callable[..., Any] | None = None,
+        static: Any = None,
+        build_static: Callable[[Any], Any] = lambda config: None,
+        reload_config: Callable[[], Any] | None = None,
+        configure_logging: Callable[[Any], None] = lambda config: None,
+        privileges: Privileges | None = None,
+        old_master: int = 0,
+        start_cwd: str | None = None,
+        metrics: Any = None,
+        metrics_server: Any = None,
+    ) -> None:
+        self.config = config
+        self.listeners = listeners
+        self.load_app = load_app
+        self.app = app
+        self.static = static
+        self.build_static = build_static
+        self.reload_config = reload_config
+        self.configure_logging = configure_logging
+        self.privileges = privileges or Privileges()
+        self.old_master = old_master
+        self.start_cwd = start_cwd
+        self.metrics = metrics  # frontdesk.metrics.Registry, when --metrics-bind is set
+        self.metrics_server = metrics_server
+        self.clock: Callable[[], float] = time.monotonic  # tests give their own
+        self.workers: dict[int, _Worker] = {}
+        self.target = config.workers
+        self.generation = 0
+        self.stopping = ""  # "", "graceful" or "fast"
+        self.halt_reason = ""
+        self.halt_is_app_error = False
+        self.boot_failures = 0
+        self.next_spawn = 0.0
+        self.booted = False  # the first generation became ready
+        self.reloading = False
+        self.told_old_master = False
+        self.reexec_pid = 0  # the new master of a USR2 upgrade, while it lives
+        self.pidfile: str | None = None
+        self._age = 0
+        self._signals: deque[int] = deque(maxlen=64)
+        self._wake_r = self._wake_w = -1
+        self._selector: selectors.BaseSelector | None = None
+        self._notify_socket: str | None = None
+
+    # -- setup and teardown -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Supervise until stopped; returns the exit status. Raises `AppLoadError` for a crash loop
+        of workers that cannot load the app (the CLI prints it as one line, status 2)."""
+        self._setup()
+        try:
+            self._run_loop()
+        finally:
+            self._teardown()
+        if self.halt_reason:
+            if self.halt_is_app_error:
+                raise AppLoadError(self.halt_reason)
+            sys.stderr.write(f"frontdesk: error: {self.halt_reason}\n")
+            return 1
+        return 0
+
+    def _setup(self) -> None:
+        self._notify_socket = os.environ.get("NOTIFY_SOCKET") or None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in _HANDLED:
+            signal.signal(sig, self._enqueue)
+        if self.config.pid:
+            name = self.config.pid + (".2" if self.old_master else "")
+            self._write_pidfile(name)
+        common.set_title(f"frontdesk: master [{self.config.app}]")
+        log.info("Master %d: %d worker(s)%s", os.getpid(), self.target,
+                 f", replacing master {self.old_master}" if self.old_master else "")
+
+    def _teardown(self) -> None:
+        sockets.close_all(self.listeners, unlink=not self.reexec_pid)
+        self.listeners = []
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        if self.pidfile:
+            self._remove_pidfile(self.pidfile)
+        signal.set_wakeup_fd(-1)
+        for sig in _HANDLED:
+            signal.signal(sig, signal.SIG_DFL)
+        if self._selector is not None:
+            self._selector.close()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        log.info("Master %d: shutting down", os.getpid())
+
+    def _enqueue(self, signum: int, frame: Any) -> None:
+        self._signals.append(signum)  # the wakeup fd already woke the loop
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        while True:
+            queued: list[int] = []
+            while self._signals:
+                sig = self._signals.popleft()
+                if sig not in (signal.SIGHUP, signal.SIGCHLD) or sig not in queued:
+                    queued.append(sig)  # HUPs sent together (--reload, by each worker) are one
+            for sig in queued:
+                handler = getattr(self, "handle_" + _signame(sig)[3:].lower(), None)
+                if handler is not None:
+                    handler()
+            self._reap()
+            if self.stopping and not self.workers:
+                return
+            now = self.clock()
+            self._check_liveness(now)
+            if not self.stopping:
+                self._manage(now)
+                self._check_upgrade()
+            if self.stopping and not self.workers:
+                return
+            self._wait(self._next_deadline(now) - now)
+
+    def _next_deadline(self, now: float) -> float:
+        deadline = now + 1.0
+        for worker in self.workers.values():
+            if worker.kill_at and not worker.killed:
+                deadline = min(deadline, worker.kill_at)
+        if self.next_spawn > now:
+            deadline = min(deadline, self.next_spawn)
+        return max(deadline, now + 0.01)
+
+    def _wait(self, timeout: float) -> None:
+        assert self._selector is not None
+        for key, _ in self._selector.select(timeout):
+            if key.data is None:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+            else:
+                self._read_pipe(key.data)
+
+    def _read_pipe(self, worker: _Worker) -> None:
+        while worker.fd >= 0:
+            try:
+                data = os.read(worker.fd, 4096)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._close_pipe(worker)
+                return
+            self._on_messages(worker, worker.buffer + data)
+
+    def _close_pipe(self, worker: _Worker) -> None:
+        if worker.fd >= 0:
+            assert self._selector is not None
+            self._selector.unregister(worker.fd)
+            os.close(worker.fd)
+            worker.fd = -1
+
+    def _on_messages(self, worker: _Worker, data: bytes) -> None:
+        now = self.clock()
+        i = 0
+        while i < len(data):
+            byte = data[i : i + 1]
+            if byte == common.BOOT_FAILED:
+                end = data.find(b"\n", i)
+                if end < 0:
+                    break  # the rest of the line comes with the next read
+                worker.last_words = data[i + 1 : end].decode("utf-8", "replace")
+                i = end + 1
+                continue
+            i += 1
+            if byte == common.BEAT:
+                worker.last_beat = now
+            elif byte == common.READY:
+                worker.ready, worker.last_beat = True, now
+                self.boot_failures = 0
+                log.info("Worker %d ready (%.2f s to boot)", worker.pid, now - worker.started)
+            elif byte in (common.RETIRE, common.STUCK) and not worker.retiring:
+                worker.retiring = True
+                worker.why = "max requests" if byte == common.RETIRE else "request timeout"
+                log.info("Worker %d asks to be replaced (%s)", worker.pid, worker.why)
+        worker.buffer = data[i:]
+
+    # -- reaping ----------------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is not None:
+                self._worker_exited(worker, status)
+            elif self.reexec_pid and pid == self.reexec_pid:
+                self._reexec_exited(status)
+            else:
+                log.debug("Reaped process %d (not a worker): %s", pid, _describe_status(status))
+
+    def _worker_exited(self, worker: _Worker, status: int) -> None:
+        self._read_pipe(worker)  # its last words, if any
+        self._close_pipe(worker)
+        if self.metrics is not None:
+            self._count_exit(worker)
+        how = _describe_status(status)
+        if not worker.ready:
+            if worker.kill_at and worker.why != "timeout":  # stopped while booting: not its fault
+                log.info("Worker %d %s before it was ready (%s)", worker.pid, how, worker.why or "stop")
+                return
+            self.boot_failures += 1
+            reason = worker.last_words or f"worker {how} before it was ready"
+            delay = min(MAX_BACKOFF, BOOT_BACKOFF * 2 ** (self.boot_failures - 1))
+            self.next_spawn = self.clock() + delay
+            log.error("Worker %d failed to boot (%d in a row): %s", worker.pid, self.boot_failures, reason)
+            serving = any(w.ready for w in self.workers.values())
+            if self.boot_failures >= BOOT_ATTEMPTS and not serving and not self.stopping:
+                self.halt_reason = f"{reason} (workers failed to boot {self.boot_failures} times in a row)"
+                self.halt_is_app_error = bool(worker.last_words) and os.waitstatus_to_exitcode(status) == BOOT_ERROR_STATUS
+                log.error("Stopping: workers cannot boot")
+                self._stop(graceful=False)
+            elif self.boot_failures >= BOOT_ATTEMPTS:
+                serving_count = sum(w.ready for w in self.workers.values())
+                log.error("Keeping the %d worker(s) still serving; next attempt in %.1f s",
+                          serving_count, delay)
+                if self.boot_failures == BOOT_ATTEMPTS:
+                    self._sd_notify(f"READY=1\nSTATUS=new workers fail to boot; {serving_count} old ones serve")
+        elif worker.kill_at:
+            level = logging.WARNING if worker.killed else logging.INFO
+            log.log(level, "Worker %d %s (%s)", worker.pid, how, worker.why or "stopped")
+        else:
+            log.error("Worker %d %s unexpectedly%s; replacing it", worker.pid, how,
+                      f": {worker.last_words}" if worker.last_words else "")
+
+    def _count_exit(self, worker: _Worker) -> None:
+        if worker.slot is not None:
+            self.metrics.retire(worker.slot)
+        if not worker.kill_at:
+            cause = "crash"
+        else:
+            cause = _RESTART_CAUSES.get(worker.why, "")
+        if cause and not self.stopping:
+            self.metrics.worker_restart(cause)
+
+    # -- liveness ---------------------------------------------------------------------------------
+
+    def _check_liveness(self, now: float) -> None:
+        timeout = self.config.timeout
+        for worker in list(self.workers.values()):
+            if worker.kill_at:
+                if now >= worker.kill_at and not worker.killed:
+                    log.warning("Worker %d did not exit in time (%s); sending SIGKILL",
+                                worker.pid, worker.why or "stop")
+                    self._kill(worker, signal.SIGKILL)
+                    worker.killed = True
+            elif now - worker.last_beat > timeout:
+                doing = "booting (loading the app)" if not worker.ready else "its event loop is blocked"
+                log.error(
+                    "Worker %d timed out: no heartbeat for %.1f s (--timeout %g) while %s;"
+                    " its threads' stacks follow; sending TERM, then KILL in %g s",
+                    worker.pid, now - worker.last_beat, timeout, doing, KILL_GRACE,
+                )
+                self._kill(worker, common.STACK_DUMP_SIGNAL)
+                self._terminate(worker, signal.SIGTERM, "timeout", now + KILL_GRACE)
+
+    def _kill(self, worker: _Worker, sig: int) -> None:
+        try:
+            os.kill(worker.pid, sig)
+        except ProcessLookupError:
+            pass  # exited already; the reaper will see it
+
+    def _terminate(self, worker: _Worker, sig: int, why: str, kill_at: float) -> None:
+        if worker.killed:
+            return
+        self._kill(worker, sig)
+        worker.why = worker.why if worker.kill_at else why
+        worker.kill_at = min(worker.kill_at, kill_at) if worker.kill_at else kill_at
+
+    # -- managing the workers ---------------------------------------------------------------------
+
+    def _current(self) -> list[_Worker]:
+        return [
+            w for w in self.workers.values()
+            if w.generation == self.generation and not w.retiring and not w.kill_at
+        ]  # fmt: skip
+
+    def _manage(self, now: float) -> None:
+        current = self._current()
+        missing = self.target - len(current)
+        if missing > 0 and now >= self.next_spawn:
+            for _ in range(missing):
+                self._spawn()
+        elif missing < 0:
+            graceful = self.config.graceful_timeout + KILL_GRACE
+            for worker in sorted(current, key=lambda w: w.age)[:-missing]:
+                log.info("Retiring worker %d (%d workers wanted)", worker.pid, self.target)
+                self._terminate(worker, signal.SIGTERM, "fewer workers wanted", now + graceful)
+        # Retire outgoing workers (older generation, or asked to go) one for one as replacements
+        # become ready, so `target` workers serve at every moment.
+        serving = [w for w in self.workers.values() if w.ready and not w.kill_at]
+        excess = len(serving) - self.target
+        if excess > 0:
+            outgoing = [w for w in serving if w.generation != self.generation or w.retiring]
+            graceful = self.config.graceful_timeout + KILL_GRACE
+            for worker in sorted(outgoing, key=lambda w: w.age)[:excess]:
+                why = worker.why or "replaced by a reload"
+                log.info("Stopping worker %d gracefully: %s; its replacement is ready", worker.pid, why)
+                self._terminate(worker, signal.SIGTERM, why, now + graceful)
+        ready = sum(1 for w in self._current() if w.ready)
+        if ready < self.target:
+            return
+        if self.reloading and any(w.generation != self.generation and not w.kill_at
+                                  for w in self.workers.values()):
+            return
+        if not self.booted or self.reloading:
+            what = "reload complete" if self.booted else "ready"
+            self.booted, self.reloading = True, False
+            log.info("Master %d: %s, %d worker(s) serving", os.getpid(), what, ready)
+            self._sd_notify(f"READY=1\nSTATUS=serving with {ready} worker(s)")
+
+    def _spawn(self) -> None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        self._age += 1
+        now = self.clock()
+        slot = self.metrics.claim() if self.metrics is not None else None
+        if self.metrics is not None and slot is None:
+            log.warning("All %d metrics slots are taken: the next worker is not counted",
+                        self.metrics.max_workers)
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            self._child(write_fd, slot)
+        os.close(write_fd)
+        worker = _Worker(pid, read_fd, self.generation, self._age, now, now, slot=slot)
+        self.workers[pid] = worker
+        assert self._selector is not None
+        self._selector.register(read_fd, selectors.EVENT_READ, worker)
+        log.info("Booting worker with pid: %d", pid)
+
+    def _child(self, fd: int, slot: int | None = None) -> NoReturn:
+        """The forked worker: forget the master's state, drop privileges, load, serve, exit."""
+        status = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in _HANDLED:
+                signal.signal(sig, signal.SIG_DFL)
+            for record in self.workers.values():
+                if record.fd >= 0:
+                    os.close(record.fd)
+            if self._selector is not None:
+                self._selector.close()  # closes the epoll fd only; the master's is untouched
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self.workers.clear()
+            worker_metrics = None
+            if self.metrics is not None:
+                if self.metrics_server is not None:
+                    self.metrics_server.close_after_fork()
+                worker_metrics = self.metrics.worker(slot)
+                worker_metrics.reset()
+            common.register_stack_dump()
+            self.privileges.drop()
+            app = self.app
+            if app is None:
+                try:
+                    app = self.load_app(self.config)
+                except AppLoadError as exc:
+                    self._boot_failed(fd, exc)
+                    status = BOOT_ERROR_STATUS
+            if app is not None:
+                from frontdesk.worker.process import Worker
+
+                worker = Worker(self.config, app, self.static, master_fd=fd, metrics=worker_metrics)
+                status = worker.run([listener.sock for listener in self.listeners])
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else 1
+        except BaseException as exc:
+            log.exception("Worker %d crashed", os.getpid())
+            common.send(fd, common.BOOT_FAILED + f"{type(exc).__name__}: {exc}".encode()[:400] + b"\n")
+        finally:
+            for handler in logging.getLogger("frontdesk.error").handlers + logging.getLogger().handlers:
+                with contextlib.suppress(OSError, ValueError):
+                    handler.flush()
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+            os._exit(status)
+
+    def _boot_failed(self, fd: int, exc: AppLoadError) -> None:
+        if self.boot_failures == 0:  # the first failure shows the traceback, later ones a line
+            from frontdesk.loader import app_traceback
+
+            sys.stderr.write(app_traceback(exc))
+        log.error("Worker %d cannot load the app: %s", os.getpid(), exc)
+        line = " ".join(str(exc).split())
+        common.send(fd, common.BOOT_FAILED + line.encode("utf-8", "replace")[:1000] + b"\n")
+
+    # -- stopping ---------------------------------------------------------------------------------
+
+    def _stop(self, graceful: bool) -> None:
+        if self.stopping == "fast" or (graceful and self.stopping):
+            return
+        self.stopping = "graceful" if graceful else "fast"
+        if self.reexec_pid:
+            self._sd_notify(f"MAINPID={self.reexec_pid}\nSTATUS=handing over to master {self.reexec_pid}")
+        else:
+            self._sd_notify("STOPPING=1")
+        # New connections are refused from now on (each worker closes its copy on TERM too),
+        # unless a new master (USR2) holds the sockets: then it serves them.
+        sockets.close_all(self.listeners, unlink=not self.reexec_pid)
+        self.listeners = []
+        now = self.clock()
+        if graceful:
+            sig, kill_at = signal.SIGTERM, now + self.config.graceful_timeout + KILL_GRACE
+        else:
+            sig, kill_at = signal.SIGQUIT, now + FAST_STOP_GRACE
+        for worker in list(self.workers.values()):
+            self._terminate(worker, sig, "shutdown", kill_at)
+
+    def handle_term(self) -> None:
+        log.info("Handling signal: TERM: graceful shutdown")
+        self._stop(graceful=True)
+
+    def handle_int(self) -> None:
+        log.info("Handling signal: INT: fast shutdown")
+        self._stop(graceful=False)
+
+    def handle_quit(self) -> None:
+        log.info("Handling signal: QUIT: fast shutdown")
+        self._stop(graceful=False)
+
+    def handle_chld(self) -> None:
+        self._reap()
+
+    # -- more or fewer workers, log files ---------------------------------------------------------
+
+    def handle_ttin(self) -> None:
+        if self.stopping:
+            return
+        self.target += 1
+        log.info("Handling signal: TTIN: %d worker(s) wanted", self.target)
+
+    def handle_ttou(self) -> None:
+        if self.stopping:
+            return
+        if self.target <= 1:
+            log.info("Handling signal: TTOU: already at 1 worker")
+            return
+        self.target -= 1
+        log.info("Handling signal: TTOU: %d worker(s) wanted", self.target)
+
+    def handle_usr1(self) -> None:
+        count = common.reopen_log_files()
+        log.info("Handling signal: USR1: reopened %d log file(s); telling the workers", count)
+        for worker in list(self.workers.values()):
+            self._kill(worker, signal.SIGUSR1)
+
+    # -- reload (HUP) -----------------------------------------------------------------------------
+
+    def handle_hup(self) -> None:
+        if self.stopping:
+            return
+        log.info("Handling signal: HUP: reloading")
+        self._sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            config = self.reload_config() if self.reload_config is not None else self.config
+            static = self.build_static(config)
+            listeners = self._rebind(config)
+        except (FrontdeskError, ValueError) as exc:
+            log.error("Reload cancelled, the current workers keep serving: %s", exc)
+            self._sd_notify("READY=1\nSTATUS=reload failed; serving the previous configuration")
+            return
+        self.configure_logging(config)
+        self.config, self.static, self.listeners = config, static, listeners
+        self.target = config.workers
+        if self.app is not None:
+            log.warning("--preload: the app was loaded by the master, so HUP reloads settings but"
+                        " not the app's code; use USR2 for that")
+        self.generation += 1
+        self.reloading = True
+        self.boot_failures = 0
+        self.next_spawn = 0.0
+
+    def _rebind(self, config: Any) -> list[sockets.Listener]:
+        """The listeners for a reloaded config: keep the same addresses, bind new, close gone."""
+        if any(ls.spec.startswith(("systemd:",)) for ls in self.listeners):
+            return self.listeners  # systemd decides the sockets
+        have = {ls.spec: ls for ls in self.listeners}
+        new = []
+        try:
+            for spec in config.bind:
+                if spec in have:
+                    new.append(have[spec])
+                else:
+                    listener = sockets.listen(spec, backlog=config.backlog,
+                                              reuse_port=config.reuse_port, umask=config.umask)
+                    new.append(listener)
+                    log.info("Listening at: %s (%d)", sockets.describe(listener.sock), os.getpid())
+        except FrontdeskError:
+            sockets.close_all([ls for ls in new if ls.spec not in have], unlink=True)
+            raise
+        gone = [ls for ls in self.listeners if ls.spec not in config.bind]
+        for listener in gone:
+            log.info("No longer listening at: %s", listener.spec)
+        sockets.close_all(gone, unlink=True)  # the old workers keep their copies until they exit
+        return new
+
+    # -- upgrade (USR2) ---------------------------------------------------------------------------
+
+    def handle_usr2(self) -> None:
+        if self.stopping:
+            return
+        if self.reexec_pid:
+            log.warning("Handling signal: USR2: an upgrade to master %d is already under way", self.reexec_pid)
+            return
+        if self.old_master:
+            log.warning("Handling signal: USR2 ignored: this master is itself still replacing master %d",
+                        self.old_master)
+            return
+        if os.getpid() == 1:
+            log.error("Handling signal: USR2 ignored: as PID 1 the container would end with the old"
+                      " master; use HUP to reload the app, or restart the container")
+            return
+        log.info("Handling signal: USR2: starting a new master on the same sockets")
+        env = dict(os.environ)
+        env[sockets.INHERIT_ENV] = sockets.inherit_env_value(os.getpid(), self.listeners)
+        fds = [listener.fd for listener in self.listeners]
+        argv = [sys.executable, *sys.orig_argv[1:]]
+        if self.pidfile:
+            self._rename_pidfile(self.pidfile + ".oldbin")
+        try:
+            proc = subprocess.Popen(argv, env=env, cwd=self.start_cwd, pass_fds=fds)
+        except OSError as exc:
+            log.error("Upgrade failed: cannot start %s: %s", argv[0], exc)
+            self._restore_pidfile()
+            return
+        proc.returncode = 0  # `_reap` waits for it, with waitpid(-1); Popen must never do it too
+        self.reexec_pid = proc.pid
+        log.info("Upgrade: new master %d started; this master retires once it serves", proc.pid)
+
+    def _reexec_exited(self, status: int) -> None:
+        if not self.stopping:
+            log.error("Upgrade failed: new master %d %s; this master (%d) goes on serving",
+                      self.reexec_pid, _describe_status(status), os.getpid())
+            self._restore_pidfile()
+        self.reexec_pid = 0
+
+    def _check_upgrade(self) -> None:
+        """In a new master (USR2): once serving, retire the old one; then take its pid file name."""
+        if not self.old_master:
+            return
+        if os.getppid() != self.old_master:
+            log.info("Master %d: the old master %d is gone; this master takes over", os.getpid(), self.old_master)
+            self.old_master = 0
+            if self.pidfile and self.config.pid:
+                self._rename_pidfile(self.config.pid)
+            return
+        if self.booted and not self.told_old_master:
+            self.told_old_master = True
+            log.info("Upgrade: workers ready; sending TERM to the old master %d", self.old_master)
+            try:
+                os.kill(self.old_master, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    # -- pid file, systemd --------------------------------------------------------------------------
+
+    def _write_pidfile(self, name: str) -> None:
+        try:
+            with open(name) as f:
+                other = int(f.read().strip() or 0)
+            if other and other != os.getpid():
+                os.kill(other, 0)
+                log.warning("Pid file %s named running process %d; overwriting it", name, other)
+        except (OSError, ValueError):
+            pass
+        tmp = f"{name}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(tmp, name)
+        self.pidfile = name
+
+    def _rename_pidfile(self, name: str) -> None:
+        assert self.pidfile is not None
+        try:
+            os.replace(self.pidfile, name)
+        except OSError as exc:
+            log.warning("Cannot rename pid file %s to %s: %s", self.pidfile, name, exc.strerror)
+            self._write_pidfile(name)
+            return
+        self.pidfile = name
+
+    def _restore_pidfile(self) -> None:
+        if self.pidfile and self.config.pid and self.pidfile != self.config.pid:
+            self._rename_pidfile(self.config.pid)
+
+    def _remove_pidfile(self, name: str) -> None:
+        try:
+            with open(name) as f:
+                if int(f.read().strip() or 0) != os.getpid():
+                    return  # another master wrote it since
+            os.unlink(name)
+        except (OSError, ValueError):
+            pass
+
+    def _sd_notify(self, message: str) -> None:
+        """Tell systemd (Type=notify) about readiness, reloads and stops; nothing without it."""
+        address = self._notify_socket
+        if not address:
+            return
+        if address.startswith("@"):
+            address = "\0" + address[1:]  # abstract namespace
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.connect(address)
+                sock.sendall(message.encode())
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED):
+                log.warning("sd_notify to %s failed: %s", self._notify_socket, exc)

@@ -1,0 +1,130 @@
+"""What the master and its workers share: the pipe messages, process titles, log reopening.
+
+The pipe
+--------
+Each worker gets the write end of its own pipe; the master reads the other end. Messages are
+single bytes, so a write is atomic and the master needs no framing, except `BOOT_FAILED`, which is
+followed by one line of text (the reason) and is the last thing a worker that cannot boot writes.
+
+    =================  ====================================================================
+    byte               meaning
+    =================  ====================================================================
+    `BEAT`   ``.``     the worker's event loop ticked (once a second)
+    `READY`  ``R``     the worker serves its listening sockets
+    `RETIRE` ``M``     max-requests reached: fork my replacement, then send me TERM
+    `STUCK`  ``T``     a request outlived --request-timeout (its stack is in the log);
+                       same as `RETIRE`
+    `BOOT_FAILED` ``E``  followed by ``reason\\n``: the app could not be loaded; exit follows
+    =================  ====================================================================
+
+A worker never blocks on the pipe (its end is non-blocking; a full pipe drops a beat) and treats a
+broken pipe as "the master is gone".
+"""
+
+from __future__ import annotations
+
+import errno
+import faulthandler
+import importlib
+import logging
+import os
+import signal
+import sys
+from typing import IO, Any
+
+__all__ = [
+    "BEAT",
+    "BOOT_FAILED",
+    "READY",
+    "RETIRE",
+    "STACK_DUMP_SIGNAL",
+    "STUCK",
+    "error_stream",
+    "register_stack_dump",
+    "reopen_log_files",
+    "send",
+    "set_title",
+]
+
+BEAT = b"."
+READY = b"R"
+RETIRE = b"M"
+STUCK = b"T"
+BOOT_FAILED = b"E"
+
+
+def send(fd: int, message: bytes) -> bool:
+    """Write `message` to the master's pipe; False when the master is gone (broken pipe)."""
+    try:
+        os.write(fd, message)
+    except BlockingIOError:
+        pass  # the master is behind; a lost beat is harmless, the next tick sends another
+    except OSError as exc:
+        if exc.errno in (errno.EPIPE, errno.EBADF):
+            return False
+        raise
+    return True
+
+
+def set_title(title: str) -> None:
+    """Set the process title shown by ps/top, if `setproctitle` is installed (it is optional)."""
+    try:
+        module = importlib.import_module("setproctitle")
+    except ImportError:
+        return
+    module.setproctitle(title)
+
+
+def _file_handlers() -> list[logging.Handler]:
+    seen: list[logging.Handler] = []
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler) and handler not in seen:
+                seen.append(handler)
+    return seen
+
+
+def reopen_log_files() -> int:
+    """Reopen every logging file handler (after logrotate moved the files: SIGUSR1). Returns how many."""
+    handlers = _file_handlers()
+    for handler in handlers:
+        assert isinstance(handler, logging.FileHandler)
+        handler.acquire()
+        try:
+            if handler.stream is not None:
+                handler.stream.close()
+            handler.stream = handler._open()
+        finally:
+            handler.release()
+    return len(handlers)
+
+
+def error_stream() -> IO[str]:
+    """Where raw dumps (faulthandler) go: the error log's file if it has one, else stderr."""
+    for handler in logging.getLogger("frontdesk.error").handlers + logging.getLogger().handlers:
+        stream: Any = getattr(handler, "stream", None)
+        if stream is not None and hasattr(stream, "fileno"):
+            try:
+                stream.fileno()
+            except (OSError, ValueError):
+                continue
+            return stream  # type: ignore[no-any-return]
+    return sys.stderr
+
+
+# The master sends this to a worker that stopped beating, before TERM and KILL; an operator may send
+# it too (`kill -USR2 WORKER_PID`) to see what a worker is doing. (SIGABRT, gunicorn's choice, is
+# reserved by faulthandler for fatal errors.)
+STACK_DUMP_SIGNAL = signal.SIGUSR2
+
+
+def register_stack_dump(sig: int = STACK_DUMP_SIGNAL) -> None:
+    """On `sig`, write every thread's Python stack to the error log, from C, without the GIL.
+
+    Works even when the event loop is stuck, which is when the master sends it (before killing a
+    worker that stopped beating). The process goes on afterwards (`chain=False`).
+    """
+    faulthandler.register(sig, file=error_stream(), all_threads=True, chain=False)

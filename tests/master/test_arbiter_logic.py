@@ -1,0 +1,226 @@
+"""The arbiter's decisions with fake fork, fake kill and a given clock: no processes here."""
+
+from __future__ import annotations
+
+import signal
+from types import SimpleNamespace
+
+import pytest
+
+from frontdesk.errors import ConfigError
+from frontdesk.master import common
+from frontdesk.master.arbiter import BOOT_ATTEMPTS, BOOT_ERROR_STATUS, Arbiter, _Worker
+
+
+def exited(code: int) -> int:
+    return code << 8  # a waitpid status
+
+
+def killed(sig: int) -> int:
+    return sig
+
+
+class Fake(Arbiter):
+    """An arbiter whose forks and kills are recorded, not done."""
+
+    def __init__(self, workers: int = 2, **settings: object) -> None:
+        config = SimpleNamespace(workers=workers, timeout=30.0, graceful_timeout=30.0, pid=None,
+                                 app="app:app", bind=(), **settings)
+        super().__init__(config, [], load_app=lambda config: (lambda e, s: []))
+        self.sent: list[tuple[int, int]] = []
+        self.next_pid = 100
+        self.now = 1000.0
+        self.clock = lambda: self.now
+
+    def _spawn(self) -> None:
+        self._age += 1
+        self.next_pid += 1
+        pid = self.next_pid
+        self.workers[pid] = _Worker(pid, -1, self.generation, self._age, self.now, self.now)
+
+    def _kill(self, worker: _Worker, sig: int) -> None:
+        self.sent.append((worker.pid, sig))
+
+    def tick(self) -> None:
+        self._check_liveness(self.now)
+        if not self.stopping:
+            self._manage(self.now)
+
+    def ready(self, *pids: int) -> None:
+        for pid in pids:
+            self._on_messages(self.workers[pid], common.READY)
+
+    def exit(self, pid: int, status: int) -> None:
+        self._worker_exited(self.workers.pop(pid), status)
+
+
+def test_spawns_the_target_and_replaces_a_dead_worker_at_once():
+    arbiter = Fake(workers=2)
+    arbiter.tick()
+    assert sorted(arbiter.workers) == [101, 102]
+    arbiter.ready(101, 102)
+    arbiter.exit(101, killed(signal.SIGKILL))
+    arbiter.tick()
+    assert sorted(arbiter.workers) == [102, 103]
+    assert arbiter.boot_failures == 0
+
+
+def test_messages_are_parsed_across_reads():
+    arbiter = Fake()
+    arbiter.tick()
+    worker = arbiter.workers[101]
+    arbiter.now += 5
+    arbiter._on_messages(worker, common.BEAT + common.READY + common.BOOT_FAILED + b"half a ")
+    assert worker.ready and worker.buffer == common.BOOT_FAILED + b"half a "
+    arbiter._on_messages(worker, worker.buffer + b"line\n" + common.RETIRE)
+    assert worker.last_words == "half a line" and worker.retiring and worker.buffer == b""
+
+
+def test_a_retiring_worker_is_stopped_only_once_its_replacement_is_ready():
+    arbiter = Fake(workers=2)
+    arbiter.tick()
+    arbiter.ready(101, 102)
+    arbiter._on_messages(arbiter.workers[101], common.RETIRE)
+    arbiter.tick()
+    assert 103 in arbiter.workers and arbiter.sent == []  # forked first, nobody stopped yet
+    arbiter.ready(103)
+    arbiter.tick()
+    assert arbiter.sent == [(101, signal.SIGTERM)]
+    assert arbiter.workers[101].kill_at == arbiter.now + 30 + 2
+
+
+def test_reload_retires_old_workers_one_for_one_and_notifies_when_done():
+    arbiter = Fake(workers=2)
+    arbiter.reload_config = lambda: arbiter.config
+    arbiter.tick()
+    arbiter.ready(101, 102)
+    arbiter.tick()
+    assert arbiter.booted
+    arbiter.handle_hup()
+    arbiter.tick()
+    assert sorted(arbiter.workers) == [101, 102, 103, 104]
+    arbiter.ready(103)
+    arbiter.tick()
+    assert arbiter.sent == [(101, signal.SIGTERM)]  # the oldest goes first, one for one
+    assert arbiter.reloading
+    arbiter.ready(104)
+    arbiter.tick()
+    assert arbiter.sent == [(101, signal.SIGTERM), (102, signal.SIGTERM)]
+    assert not arbiter.reloading
+
+
+def test_a_reload_with_bad_settings_is_cancelled():
+    arbiter = Fake(workers=1)
+
+    def bad() -> object:
+        raise ConfigError("setting 'workers' is invalid")
+
+    arbiter.reload_config = bad
+    arbiter.tick()
+    arbiter.ready(101)
+    arbiter.handle_hup()
+    assert arbiter.generation == 0
+    arbiter.tick()
+    assert sorted(arbiter.workers) == [101]
+
+
+def test_crash_loop_with_nothing_serving_stops_with_the_workers_reason():
+    arbiter = Fake(workers=1)
+    for attempt in range(1, BOOT_ATTEMPTS + 1):
+        arbiter.now = arbiter.next_spawn + 0.001
+        arbiter.tick()
+        [pid] = arbiter.workers
+        arbiter._on_messages(arbiter.workers[pid], common.BOOT_FAILED + b"module 'app' blew up\n")
+        arbiter.exit(pid, exited(BOOT_ERROR_STATUS))
+        assert arbiter.boot_failures == attempt
+    assert arbiter.stopping == "fast"
+    assert arbiter.halt_reason == "module 'app' blew up (workers failed to boot 5 times in a row)"
+    assert arbiter.halt_is_app_error
+
+
+def test_crash_loop_backs_off_and_keeps_old_workers_serving():
+    arbiter = Fake(workers=1)
+    arbiter.reload_config = lambda: arbiter.config
+    arbiter.tick()
+    arbiter.ready(101)
+    arbiter.handle_hup()
+    delays = []
+    for _ in range(BOOT_ATTEMPTS + 2):
+        arbiter.now = max(arbiter.now, arbiter.next_spawn) + 0.001
+        arbiter.tick()
+        new = [pid for pid in arbiter.workers if pid != 101]
+        assert len(new) == 1
+        arbiter.exit(new[0], exited(1))
+        delays.append(round(arbiter.next_spawn - arbiter.now, 3))
+    assert not arbiter.stopping and 101 in arbiter.workers and arbiter.sent == []
+    assert delays == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4]
+
+
+def test_a_silent_worker_gets_a_stack_dump_term_then_kill():
+    arbiter = Fake(workers=1)
+    arbiter.tick()
+    arbiter.ready(101)
+    arbiter.now += 31
+    arbiter.tick()
+    assert arbiter.sent == [(101, common.STACK_DUMP_SIGNAL), (101, signal.SIGTERM)]
+    assert 102 in arbiter.workers  # its replacement is forked at once
+    arbiter.now += 2
+    arbiter.tick()
+    assert arbiter.sent[-1] == (101, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("signal_name, want", [("handle_ttin", 3), ("handle_ttou", 1)])
+def test_ttin_ttou(signal_name, want):
+    arbiter = Fake(workers=2)
+    getattr(arbiter, signal_name)()
+    assert arbiter.target == want
+    arbiter = Fake(workers=1)
+    arbiter.handle_ttou()
+    assert arbiter.target == 1
+
+
+def test_ttou_retires_the_oldest_worker():
+    arbiter = Fake(workers=2)
+    arbiter.tick()
+    arbiter.ready(101, 102)
+    arbiter.handle_ttou()
+    arbiter.tick()
+    assert arbiter.sent == [(101, signal.SIGTERM)]
+
+
+def test_graceful_stop_terms_everyone_with_a_deadline():
+    arbiter = Fake(workers=2)
+    arbiter.tick()
+    arbiter.ready(101)
+    arbiter.handle_term()
+    assert sorted(arbiter.sent) == [(101, signal.SIGTERM), (102, signal.SIGTERM)]
+    arbiter.handle_int()  # a fast stop may follow a graceful one
+    assert arbiter.sent[-2:] == [(101, signal.SIGQUIT), (102, signal.SIGQUIT)]
+    assert arbiter.workers[101].kill_at == arbiter.now + 2
+
+
+def test_metrics_slots_are_claimed_per_worker_and_retired_with_the_cause():
+    from frontdesk.metrics import Registry
+
+    arbiter = Fake(workers=2)
+    arbiter.metrics = Registry(4)
+    spawn = Fake._spawn
+
+    def spawn_with_slot(self: Fake) -> None:
+        spawn(self)
+        self.workers[self.next_pid].slot = self.metrics.claim()
+
+    arbiter._spawn = spawn_with_slot.__get__(arbiter)  # type: ignore[method-assign]
+    arbiter.tick()
+    assert [w.slot for w in arbiter.workers.values()] == [0, 1]
+    arbiter.ready(101, 102)
+    arbiter.exit(101, killed(signal.SIGKILL))  # a crash
+    arbiter._on_messages(arbiter.workers[102], common.RETIRE)
+    arbiter.tick()
+    arbiter.ready(103, 104)
+    arbiter.tick()
+    arbiter.exit(102, exited(0))  # recycled after max requests
+    text = arbiter.metrics.render()
+    assert 'frontdesk_worker_restarts_total{cause="crash"} 1' in text
+    assert 'frontdesk_worker_restarts_total{cause="max-requests"} 1' in text
+    assert sorted(arbiter.metrics._free) == [1, 3]  # 103 took 0, 104 took 2; 102 gave 1 back

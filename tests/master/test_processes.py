@@ -1,0 +1,443 @@
+"""The master with real processes, real signals and real clients on loopback.
+
+Every wait is bounded; every process started here is stopped by PID at the end (`servers`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.master.conftest import (
+    ROOT,
+    Load,
+    alive,
+    children,
+    request,
+    rss_kib,
+    run_frontdesk,
+    wait_for,
+    write_app,
+)
+
+
+def ready_workers(server) -> list[int]:
+    return [int(p) for p in re.findall(r"Worker (\d+) ready", server.log)]
+
+
+def serving(server, count: int, timeout: float = 10.0) -> list[int]:
+    """Wait until the master has `count` children and that many READY lines; return the pids."""
+    master = server.proc.pid
+    wait_for(lambda: len(children(master)) == count and set(children(master)) <= set(ready_workers(server)),
+             timeout, f"{count} ready workers")
+    return children(master)
+
+
+def replaced(server, old: list[int], count: int, timeout: float = 10.0) -> list[int]:
+    """Wait until `count` ready workers serve and none of `old` is among them."""
+    master = server.proc.pid
+
+    def done() -> bool:
+        now = children(master)
+        return len(now) == count and not set(now) & set(old) and set(now) <= set(ready_workers(server))
+
+    wait_for(done, timeout, f"{count} ready workers replacing {old}")
+    return children(master)
+
+
+# -- crashes, timeouts -----------------------------------------------------------------------------
+
+
+def test_kill9_of_a_worker_under_load_fails_only_its_requests(servers):
+    server = servers("tests.apps:router", "--workers", "2", "--threads", "4")
+    workers = serving(server, 2)
+    load = Load(server, "/sleep?0.2", threads=6)
+    load.wait_ok(12)
+    victim = workers[0]
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    replacement = wait_for(lambda: [p for p in ready_workers(server) if p not in workers], 1.0,
+                           "a ready replacement within 1 s")
+    assert time.monotonic() - killed_at < 1.0
+    before = dict(load.counts)
+    load.wait_ok(30)
+    counts = load.stop()
+    assert counts["refused"] == 0
+    # Only what the killed worker had in flight can fail: at most one request per client.
+    assert counts["failed"] <= 6, load.errors
+    assert counts["failed"] == before.get("failed", 0), "failures after the replacement"
+    assert f"Worker {victim} was killed by SIGKILL unexpectedly; replacing it" in server.log
+    assert set(children(server.proc.pid)) == {workers[1], *replacement}
+
+
+def test_worker_whose_loop_stops_beating_is_killed_and_replaced(servers):
+    server = servers("tests.apps:router", "--workers", "1", "--timeout", "1")
+    [worker] = serving(server, 1)
+    os.kill(worker, signal.SIGSTOP)  # a loop that stops beating (a stopped process beats no more)
+    wait_for(lambda: not alive(worker), 6, "the stuck worker to be killed")
+    replaced(server, [worker], 1)
+    log = server.log
+    assert re.search(rf"Worker {worker} timed out: no heartbeat for [\d.]+ s \(--timeout 1\) while its"
+                     " event loop is blocked", log)
+    assert f"Worker {worker} did not exit in time (timeout); sending SIGKILL" in log
+    assert request(server.host, server.port, "/hello")[0] == 200
+
+
+def test_request_timeout_dumps_the_stack_answers_504_and_recycles(servers):
+    server = servers("tests.apps:router", "--workers", "1", "--threads", "4",
+                     "--request-timeout", "1")
+    [worker] = serving(server, 1)
+    start = time.monotonic()
+    results: list[tuple[int, bytes]] = []
+    hung = threading.Thread(target=lambda: results.append(request(server.host, server.port, "/sleep?30")))
+    hung.start()
+    # Other requests on that worker are served meanwhile (and after the timeout).
+    while time.monotonic() - start < 1.5:
+        assert request(server.host, server.port, "/hello") == (200, b"Hello, World!")
+    hung.join(5)
+    assert results and results[0][0] == 504
+    assert time.monotonic() - start < 4
+    wait_for(lambda: "this worker is replaced" in server.log, 2, "the timeout's log lines")
+    log = server.log
+    assert "request timeout: GET /sleep?30 from 127.0.0.1" in log
+    assert "in _sleep" in log and "time.sleep(seconds)" in log  # the app's frame, in the stack
+    # Recycled gracefully: a replacement is forked first, then the old worker stops.
+    replaced(server, [worker], 1)
+    assert not alive(worker)
+    assert f"Worker {worker} asks to be replaced (request timeout)" in server.log
+    assert request(server.host, server.port, "/hello")[0] == 200
+
+
+def test_app_that_fails_to_import_stops_the_master_without_a_respawn_storm(tmp_path):
+    (tmp_path / "broken.py").write_text("raise RuntimeError('boom at import')\n")
+    start = time.monotonic()
+    done = run_frontdesk("broken:app", "--bind", "127.0.0.1:0", "--workers", "2", cwd=tmp_path)
+    elapsed = time.monotonic() - start
+    assert done.returncode == 2
+    assert elapsed < 8
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("frontdesk: error: module 'broken' was found, but importing it failed:"
+                           " RuntimeError: boom at import (workers failed to boot ")
+    assert done.stderr.count("Booting worker") <= 6
+    assert done.stderr.count("Traceback") <= 2  # the app's traceback once per first-round worker
+
+
+def test_preloaded_app_that_fails_to_import_is_one_error_before_any_fork(tmp_path):
+    (tmp_path / "broken.py").write_text("raise RuntimeError('boom at import')\n")
+    done = run_frontdesk("broken:app", "--bind", "127.0.0.1:0", "--preload", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Booting worker" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "frontdesk: error: module 'broken' was found, but importing it failed: RuntimeError: boom at import")
+
+
+# -- stopping -------------------------------------------------------------------------------------
+
+
+def test_term_lets_the_request_in_flight_finish_then_exits_0(servers):
+    server = servers("tests.apps:router", "--workers", "2", "--graceful-timeout", "10")
+    serving(server, 2)
+    results: list[tuple[int, bytes]] = []
+    slow = threading.Thread(target=lambda: results.append(request(server.host, server.port, "/sleep?2")))
+    slow.start()
+    time.sleep(0.5)
+    term_at = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+
+    def refused() -> bool:
+        try:
+            socket.create_connection((server.host, server.port), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    wait_for(refused, 2, "new connections to be refused after TERM")
+    assert slow.is_alive(), "the request in flight was cut"
+    slow.join(5)
+    assert results[0][0] == 200 and b"slept 2.0" in results[0][1]
+    assert server.proc.wait(10) == 0
+    assert time.monotonic() - term_at < 10
+    assert "Handling signal: TERM" in server.log
+
+
+def test_int_stops_fast_and_exits_0(servers):
+    server = servers("tests.apps:router", "--workers", "2", "--graceful-timeout", "30")
+    workers = serving(server, 2)
+    start = time.monotonic()
+    server.proc.send_signal(signal.SIGINT)
+    assert server.proc.wait(5) == 0
+    assert time.monotonic() - start < 3
+    assert not any(alive(pid) for pid in workers)
+
+
+# -- reload and upgrade under load ----------------------------------------------------------------
+
+
+def test_hup_under_load_reloads_code_with_no_failed_or_refused_request(servers, app_dir):
+    server = servers("versioned:app", "--workers", "2", "--threads", "4", cwd=app_dir)
+    old = serving(server, 2)
+    load = Load(server, "/sleep?0.05", threads=6)
+    load.wait_ok(20)
+    assert all(body.startswith(b"v1 ") for body in load.bodies)
+    write_app(app_dir, "v2-reloaded")
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: not any(alive(pid) for pid in old), 10, "the old workers to retire")
+    load.wait_ok(20)
+    counts = load.stop()
+    assert counts["refused"] == 0 and counts["failed"] == 0, load.errors
+    assert load.bodies[-1].startswith(b"v2-reloaded ")
+    assert all(b.startswith((b"v1 ", b"v2-reloaded ")) for b in load.bodies)
+    new = children(server.proc.pid)
+    assert len(new) == 2 and not set(new) & set(old)
+    assert "reload complete, 2 worker(s) serving" in server.log
+
+
+def test_usr2_under_load_upgrades_with_no_failed_or_refused_request(servers, app_dir):
+    pidfile = app_dir / "frontdesk.pid"
+    server = servers("versioned:app", "--workers", "2", "--pid", str(pidfile), cwd=app_dir)
+    serving(server, 2)
+    old_master = server.proc.pid
+    assert pidfile.read_text().strip() == str(old_master)
+    load = Load(server, "/sleep?0.05", threads=6)
+    load.wait_ok(20)
+    write_app(app_dir, "v3-upgraded")
+    server.proc.send_signal(signal.SIGUSR2)
+    new_master = int(wait_for(lambda: re.search(r"new master (\d+) started", server.log), 5,
+                              "the new master")[1])  # type: ignore[index]
+    server.extra_pids.append(new_master)  # type: ignore[attr-defined]
+    # The old master retires by itself once the new one serves, and exits 0.
+    assert server.proc.wait(15) == 0
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() == str(new_master), 5,
+             "the pid file to name the new master")
+    assert not Path(f"{pidfile}.oldbin").exists() and not Path(f"{pidfile}.2").exists()
+    load.wait_ok(20)
+    counts = load.stop()
+    assert counts["refused"] == 0 and counts["failed"] == 0, load.errors
+    assert load.bodies[-1].startswith(b"v3-upgraded ")
+    assert len(children(new_master)) == 2
+    os.kill(new_master, signal.SIGTERM)
+    wait_for(lambda: not alive(new_master), 10, "the new master to stop")
+    assert not pidfile.exists()
+
+
+def test_max_requests_recycles_gracefully_replacement_first(servers):
+    server = servers("tests.apps:router", "--workers", "2", "--max-requests", "20",
+                     "--max-requests-jitter", "5")
+    first = serving(server, 2)
+    load = Load(server, "/hello", threads=4)
+    wait_for(lambda: not any(alive(pid) for pid in first), 10, "both first workers recycled")
+    load.wait_ok(20)
+    counts = load.stop()
+    assert counts["refused"] == 0 and counts["failed"] == 0, load.errors
+    log = server.log
+    for pid in first:
+        asked = log.index(f"Worker {pid} asks to be replaced (max requests)")
+        stopped = log.index(f"Stopping worker {pid} gracefully: max requests; its replacement is ready")
+        assert asked < stopped
+
+
+def test_master_memory_stays_flat_over_100_recycles(servers):
+    server = servers("tests.apps:hello", "--workers", "2", "--threads", "1", "--max-requests", "1")
+    serving(server, 2)
+    master = server.proc.pid
+    load = Load(server, "/", threads=2, max_seconds=60)
+
+    most = 0
+
+    def recycled(count: int) -> bool:
+        nonlocal most
+        most = max(most, len(children(master)))
+        return server.log.count("asks to be replaced") >= count
+
+    wait_for(lambda: recycled(20), 30, "20 recycles")
+    early = rss_kib(master)
+    wait_for(lambda: recycled(100), 60, "100 recycles")
+    late = rss_kib(master)
+    load.stop()
+    assert load.counts["refused"] == 0 and load.counts["failed"] == 0, load.errors
+    assert late - early < 256, f"master RSS grew from {early} to {late} KiB over 80 recycles"
+    # 2 serving, a replacement booting for each, plus the ones finishing their drain: no storm,
+    # and back to 2 once the load stops.
+    assert most <= 10
+    wait_for(lambda: len(children(master)) == 2, 10, "2 workers once the load stopped")
+
+
+# -- worker count, pid file, binding, privileges --------------------------------------------------
+
+
+def test_ttin_and_ttou_change_the_number_of_workers(servers):
+    server = servers("tests.apps:router", "--workers", "1")
+    serving(server, 1)
+    server.proc.send_signal(signal.SIGTTIN)
+    serving(server, 2)
+    server.proc.send_signal(signal.SIGTTIN)
+    serving(server, 3)
+    server.proc.send_signal(signal.SIGTTOU)
+    serving(server, 2)
+    assert request(server.host, server.port, "/hello")[0] == 200
+
+
+def test_pid_file_is_written_and_removed(servers, tmp_path):
+    pidfile = tmp_path / "run" / "fd.pid"
+    pidfile.parent.mkdir()
+    server = servers("tests.apps:router", "--workers", "1", "--pid", str(pidfile))
+    serving(server, 1)
+    assert pidfile.read_text() == f"{server.proc.pid}\n"
+    assert server.stop() == 0
+    assert not pidfile.exists()
+
+
+def test_port_in_use_is_one_line_and_exit_2():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_frontdesk("tests.apps:hello", "--bind", f"127.0.0.1:{port}")
+    assert done.returncode == 2
+    assert done.stderr == f"frontdesk: error: cannot listen on 127.0.0.1:{port}: address already in use\n"
+
+
+def test_workers_drop_privileges_the_master_keeps_them(servers):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    # --preload: the app is imported as root (nobody may not read this checkout).
+    server = servers("tests.apps:router", "--workers", "1", "--user", "nobody", "--group", "nogroup",
+                     "--preload")
+    [worker] = serving(server, 1)
+    import grp
+    import pwd
+
+    status = Path(f"/proc/{worker}/status").read_text()
+    uid = re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE)[1]  # type: ignore[index]
+    gid = re.search(r"^Gid:\s+(\d+)", status, re.MULTILINE)[1]  # type: ignore[index]
+    assert int(uid) == pwd.getpwnam("nobody").pw_uid
+    assert int(gid) == grp.getgrnam("nogroup").gr_gid
+    assert Path(f"/proc/{server.proc.pid}/status").read_text().count("Uid:\t0\t") == 1
+    assert request(server.host, server.port, "/hello")[0] == 200
+
+
+def test_process_titles(servers):
+    pytest.importorskip("setproctitle")
+    server = servers("tests.apps:router", "--workers", "1")
+    [worker] = serving(server, 1)
+    assert Path(f"/proc/{server.proc.pid}/cmdline").read_bytes().startswith(b"frontdesk: master [tests.apps:router]")
+    assert Path(f"/proc/{worker}/cmdline").read_bytes().startswith(b"frontdesk: worker [tests.apps:router]")
+
+
+def test_usr1_reopens_the_error_log(tmp_path):
+    logfile = tmp_path / "error.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRONTDESK_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "frontdesk", "tests.apps:router", "--bind", "127.0.0.1:0",
+         "--workers", "1", "--error-logfile", str(logfile)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for(lambda: logfile.exists() and "ready, 1 worker(s) serving" in logfile.read_text(),
+                 10, "boot lines in the log file")
+        port = int(re.search(r"Listening at: http://127.0.0.1:(\d+)", logfile.read_text())[1])  # type: ignore[index]
+        os.rename(logfile, tmp_path / "error.log.1")
+        proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: logfile.exists() and "reopened 1 log file(s)" in logfile.read_text(), 5,
+                 "a fresh log file")
+        assert request("127.0.0.1", port, "/hello")[0] == 200
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert "shutting down" in logfile.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_hup_rereads_the_config_file(servers, tmp_path):
+    conf = tmp_path / "frontdesk.toml"
+    conf.write_text("workers = 1\n")
+    server = servers("tests.apps:router", "--config", str(conf))
+    [first] = serving(server, 1)
+    conf.write_text("workers = 3\n")
+    server.proc.send_signal(signal.SIGHUP)
+    replaced(server, [first], 3)
+    conf.write_text("workers = 'many'\n")
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "Reload cancelled, the current workers keep serving: setting 'workers'" in server.log,
+             5, "the reload to be refused")
+    assert len(children(server.proc.pid)) == 3
+
+
+def test_reload_option_restarts_workers_when_the_code_changes(servers, app_dir):
+    server = servers("versioned:app", "--workers", "1", "--reload", cwd=app_dir)
+    [first] = serving(server, 1)
+    assert request(server.host, server.port, "/")[1].startswith(b"v1 ")
+    time.sleep(0.05)
+    write_app(app_dir, "v2-edited")
+    replaced(server, [first], 1)
+    assert request(server.host, server.port, "/")[1].startswith(b"v2-edited ")
+    assert "versioned.py changed; reloading (--reload)" in server.log
+
+
+ORPHANS_APP = '''\
+import subprocess
+
+def app(environ, start_response):
+    # A shell that leaves a background child behind: the child is re-parented to PID 1.
+    subprocess.run(["sh", "-c", "sleep 0.2 &"], check=True)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+'''
+
+
+def test_as_pid_1_it_reaps_orphans_and_stops_on_term(servers, tmp_path):
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) for a PID namespace")
+    (tmp_path / "orphans.py").write_text(ORPHANS_APP)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRONTDESK_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "frontdesk",
+         "orphans:app", "--bind", "127.0.0.1:0", "--workers", "1"],
+        cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        lines: list[str] = []
+        assert proc.stderr is not None
+        while "ready, 1 worker(s) serving" not in "".join(lines):
+            line = proc.stderr.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        text = "".join(lines)
+        assert "Master 1:" in text  # PID 1 in its namespace
+        port = int(re.search(r"Listening at: http://127.0.0.1:(\d+)", text)[1])  # type: ignore[index]
+        [master] = children(proc.pid)  # unshare's child: the master, as seen from here
+        for _ in range(5):
+            assert request("127.0.0.1", port, "/") == (200, b"ok")
+
+        def zombies() -> list[int]:
+            out = []
+            for pid in children(master):
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state == "Z":
+                    out.append(pid)
+            return out
+
+        wait_for(lambda: len(children(master)) == 1 and not zombies(), 5,
+                 "the orphaned sleeps to be reaped by PID 1")
+        os.kill(master, signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
