@@ -282,6 +282,17 @@ def _check_forwarded_headers(value: str) -> str:
     return value
 
 
+def _check_metrics_bind(value: str) -> str:
+    from frontdesk.sockets import parse_address
+
+    family, address = parse_address(value)
+    if not isinstance(address, tuple):
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    if not 0 <= address[1] <= 65535:
+        raise ValueError(f"port out of range in {value!r}")
+    return value
+
+
 def _check_ips(value: str) -> str:
     if value.strip() == "*":
         return "*"
@@ -411,6 +422,7 @@ class Config:
 
     health_path: str = _setting("", _OPS, _Str(_check_url_path), "--health-path", doc="Answer GET PATH with 200 from the event loop (liveness), even when every app thread is busy; not logged", metavar="PATH", default_doc="off")
     ready_path: str = _setting("", _OPS, _Str(_check_url_path), "--ready-path", doc="Answer GET PATH with 200 while serving and 503 once draining (readiness), from the event loop; not logged", metavar="PATH", default_doc="off")
+    metrics_bind: str | None = _setting(None, _OPS, _Str(_check_metrics_bind, optional=True), "--metrics-bind", doc="Serve Prometheus metrics, summed over all workers, at http://HOST:PORT/metrics from the master", metavar="HOST:PORT", default_doc="off", equiv="gunicorn --statsd-host (push); nginx stub_status")
     backlog_limit: int = _setting(0, _OPS, _Int(), "--backlog-limit", doc="Requests one worker may queue for an app thread; beyond it, answer 503 with Retry-After at once (0 = no limit)", metavar="N", equiv="Heroku H12/H13 avoidance")
     max_queue_time: float = _setting(0.0, _OPS, _Duration(positive=False), "--max-queue-time", doc="A request that waited longer than this for an app thread gets 503 with Retry-After instead of running (0 = no limit)", metavar="SECONDS")
 

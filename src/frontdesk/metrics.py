@@ -335,6 +335,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    # A USR2 upgrade starts a new master while the old one still serves metrics on this port.
+    allow_reuse_port = True
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], registry: Registry) -> None:

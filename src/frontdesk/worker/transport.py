@@ -80,7 +80,7 @@ class HttpConnection(asyncio.Protocol):
         self.environ_base: dict[str, Any] = {}
         self.proxy_trust: ProxyTrust | None = None  # set when the peer may speak for clients
         self.access_log = logs.access_log_for(worker.config)
-        self.metrics = getattr(worker, "metrics", None)  # this worker's metrics slot, or None
+        self.metrics = worker.metrics  # this worker's metrics slot writer, or None
         # The current response, for metrics: set by the loop, or by the app thread before it
         # hands over its last bytes (one request per connection at a time, so no overlap).
         self.status = 0
