@@ -259,11 +259,18 @@ def test_endpoint_serves_metrics_and_404(server):
 
 
 def test_endpoint_bind_error_is_clear(server):
-    host, port = server.address
-    other = MetricsServer(server.registry, host, port)
-    with pytest.raises(OSError, match=rf"cannot serve metrics on 127\.0\.0\.1:{port}: address "
-                                      "already in use"):
-        other.start()
+    # A port held by another program (one that did not opt in to SO_REUSEPORT, as frontdesk's
+    # metrics socket does so that a USR2-upgraded master can bind beside the old one).
+    import socket
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        other = MetricsServer(server.registry, "127.0.0.1", port)
+        with pytest.raises(OSError, match=rf"cannot serve metrics on 127\.0\.0\.1:{port}: "
+                                          "address already in use"):
+            other.start()
     with pytest.raises(RuntimeError):
         _ = other.address
     with pytest.raises(OSError, match="cannot serve metrics on 203.0.113.1:0"):
