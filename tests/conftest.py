@@ -36,6 +36,11 @@ class Server:
     def log(self) -> str:
         return "".join(self.lines)
 
+    def worker_pids(self) -> list[int]:
+        """The master's worker processes (its children)."""
+        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+            return [int(pid) for pid in f.read().split()]
+
     def connect(self, timeout: float = 5.0) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
         return sock
@@ -128,7 +133,7 @@ def server_factory() -> Iterator:
 def apps_server() -> Iterator[Server]:
     """One server for a whole module: the routing app in tests/apps.py, small limits."""
     server = start_server(
-        "tests.apps:router", "--threads", "4", "--limit-request-body", "1048576",
+        "tests.apps:router", "--workers", "1", "--threads", "4", "--limit-request-body", "1048576",
         "--body-buffer-size", "65536", "--header-timeout", "2", "--keep-alive", "2",
     )
     yield server

@@ -82,3 +82,19 @@ def test_generated_request_id_reaches_the_app(apps_server):
     first = httpx.get(apps_server.url + "/environ").json()["frontdesk.request_id"]
     second = httpx.get(apps_server.url + "/environ").json()["frontdesk.request_id"]
     assert re.fullmatch(r"[0-9a-f]{10}-[0-9a-f]+", first) and first != second
+
+
+def test_access_log_queue_is_bounded_and_never_holds_bodies(monkeypatch):
+    import frontdesk.logs as logs_module
+
+    request = parsed(b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc")
+    log = AccessLog(COMBINED, as_json=False)
+    monkeypatch.setattr(logs_module, "MAX_QUEUED_LINES", 0)
+    log.record("1.1.1.1", request, 200, 0, [], time.monotonic(), "r")
+    assert log.dropped == 1
+    monkeypatch.setattr(logs_module, "MAX_QUEUED_LINES", 10)
+    log._queue.put(None)  # stop the writer so the queued record can be inspected
+    log._thread.join(2)
+    log.record("1.1.1.1", request, 200, 0, [], time.monotonic(), "r")
+    queued = log._queue.get_nowait()
+    assert request not in queued and all(part is not request.body for part in queued)

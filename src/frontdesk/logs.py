@@ -11,6 +11,7 @@ quotes and backslashes as `\\xNN`), so a client cannot forge log lines.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import logging.config
@@ -95,7 +96,7 @@ def _load_dict_config(path: str) -> dict[str, Any]:
 # -- request ids ----------------------------------------------------------------------------------
 
 _TRUSTED_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}")
-_id_state: tuple[int, str, Any] = (0, "", None)
+_id_state: tuple[str, Any] = ("", None)
 
 
 def request_id(given: str | None) -> str:
@@ -103,14 +104,24 @@ def request_id(given: str | None) -> str:
     new id unique across workers and restarts."""
     if given and _TRUSTED_ID.fullmatch(given):
         return given
-    global _id_state
-    pid, prefix, counter = _id_state
-    if pid != os.getpid():  # first use in this (possibly forked) process
-        import itertools
-
-        pid, prefix, counter = os.getpid(), os.urandom(5).hex(), itertools.count(1)
-        _id_state = (pid, prefix, counter)
+    prefix, counter = _id_state
+    if counter is None:
+        prefix, counter = _new_id_state()
     return f"{prefix}-{next(counter):x}"
+
+
+def _new_id_state() -> tuple[str, Any]:
+    global _id_state
+    _id_state = (os.urandom(5).hex(), itertools.count(1))
+    return _id_state
+
+
+def _forget_id_state() -> None:
+    global _id_state
+    _id_state = ("", None)  # a forked child picks its own prefix on first use
+
+
+os.register_at_fork(after_in_child=_forget_id_state)
 
 
 _access_logs: dict[tuple[int, str, bool], AccessLog] = {}
@@ -132,6 +143,19 @@ def access_log_for(config: Any) -> AccessLog | None:
 # -- access log -----------------------------------------------------------------------------------
 
 
+MAX_QUEUED_LINES = 10_000
+
+
+class _RequestLine:
+    """What the access log needs of a request (not its body)."""
+
+    __slots__ = ("method", "target", "version", "headers")
+
+    def __init__(self, method: str, target: bytes, version: str,
+                 headers: list[tuple[bytes, bytes]]) -> None:
+        self.method, self.target, self.version, self.headers = method, target, version, headers
+
+
 class AccessLog:
     """Queues one record per response; a writer thread formats and logs them."""
 
@@ -141,6 +165,7 @@ class AccessLog:
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._logger = logging.getLogger(ACCESS_LOGGER)
         self._pid = str(os.getpid())
+        self.dropped = 0
         self._thread = threading.Thread(target=self._write, name="frontdesk-access-log", daemon=True)
         self._thread.start()
 
@@ -154,13 +179,26 @@ class AccessLog:
         started: float,
         request_id: str,
     ) -> None:
-        """Called when a response is complete (app thread or loop): cheap, no formatting."""
-        self._queue.put((remote_addr, request, status, sent, response_headers,
+        """Called when a response is complete (app thread or loop): cheap, no formatting.
+
+        Only the request line and headers are kept, never the request (its body may be large),
+        and the queue is bounded: when the log cannot keep up (a full pipe), lines are dropped
+        and counted rather than holding memory without limit."""
+        if self._queue.qsize() >= MAX_QUEUED_LINES:
+            self.dropped += 1
+            return
+        line = _RequestLine(request.method, request.target, request.version, request.headers)
+        self._queue.put((remote_addr, line, status, sent, response_headers,
                          time.monotonic() - started, time.time(), request_id))
 
     def close(self, timeout: float = 1.0) -> None:
         self._queue.put(None)
         self._thread.join(timeout)
+        if self.dropped:
+            logging.getLogger(ERROR_LOGGER).warning(
+                "access log fell behind: %d lines dropped", self.dropped)
+
+
 
     def _write(self) -> None:
         while True:
@@ -269,3 +307,11 @@ def _request_header(request: Any, name: str) -> str | None:
         if key.lower() == wanted:
             return value.decode("latin-1")
     return None
+
+
+def flush_access_logs(timeout: float = 1.0) -> None:
+    """Write out this process's queued access log lines (before the process exits)."""
+    pid = str(os.getpid())
+    for access_log in list(_access_logs.values()):
+        if access_log._pid == pid:
+            access_log.close(timeout)

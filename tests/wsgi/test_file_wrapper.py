@@ -28,11 +28,12 @@ def test_file_wrapper_body_is_exact_with_content_length(apps_server):
 def test_file_wrapper_keeps_the_connection_and_closes_the_file(apps_server):
     with httpx.Client(base_url=apps_server.url) as client:
         client.get("/sendfile?5000")
-        before = open_fds(apps_server.proc.pid)
+        (worker,) = apps_server.worker_pids()
+        before = open_fds(worker)
         for _ in range(20):
             assert client.get("/sendfile?5000").content == expected(5000)
             assert client.get("/hello").text == "Hello, World!"  # same connection, next request
-        after = open_fds(apps_server.proc.pid)
+        after = open_fds(worker)
     assert after <= before  # every file handed to sendfile was closed
 
 

@@ -57,7 +57,11 @@ class Outbox:
         replies = self._replies
         while replies:
             channel, data, end = replies.popleft()
-            channel.deliver(data, end)
+            try:
+                channel.deliver(data, end)
+            except Exception:  # a bug in one connection must not strand the others' replies
+                log.exception("delivering a reply failed; closing that connection")
+                channel.abort()
 
 
 class ThreadPool:
@@ -146,3 +150,5 @@ class ThreadPool:
             except BaseException:  # the bridge handles app errors; this is a server bug
                 log.exception("app thread: unexpected error")
             running[index] = None
+            # A parked thread must not pin its last connection or request body.
+            channel = request = None

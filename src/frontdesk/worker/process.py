@@ -252,7 +252,7 @@ class Worker:
 
     def _abort_all(self) -> None:
         for connection in list(self.connections):
-            connection._abort()
+            connection.abort()
 
     # -- the tick ---------------------------------------------------------------------------------
 
@@ -384,7 +384,7 @@ def _response_started(frame: FrameType | None) -> bool:
     while frame is not None:
         if frame.f_code is code:
             response = frame.f_locals.get("response")
-            return response is None or getattr(response, "head", True) is not None
+            return response is None or getattr(response, "head_sent", True)
         frame = frame.f_back
     return True
 
@@ -393,9 +393,7 @@ def _flush_access_log() -> None:
     """Write out the access log lines still queued: the process ends with os._exit."""
     from frontdesk import logs
 
-    for access_log in list(getattr(logs, "_access_logs", {}).values()):
-        if access_log._pid == str(os.getpid()):
-            access_log.close()
+    logs.flush_access_logs()
 
 
 def worker_pid() -> int:

@@ -554,7 +554,8 @@ class HttpConnection(asyncio.Protocol):
                 return False
             drained.wait(min(deadline - now, 1.0))
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
+        """Cut the connection now (no more bytes are sent)."""
         if not self.closed and self.transport is not None:
             self.transport.abort()
 
