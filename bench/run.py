@@ -844,7 +844,7 @@ def render_scenario(scen, rows, args):
             out.append("| " + " | ".join(cells) + " |")
     elif scen.kind == "transfer":
         fd_s = fd.data.get("seconds") if fd else None
-        out += [f"| server | time (median) | MB/s | peak RSS, server tree (MiB) | idle RSS (MiB) | "
+        out += ["| server | time (median) | MB/s | peak RSS, server tree (MiB) | idle RSS (MiB) | "
                 "time vs frontdesk | time of each run | notes |", "|---|--:|--:|--:|--:|--:|---|---|"]
         for r in active:
             if r.status != "ok" or "seconds" not in r.data:

@@ -66,19 +66,24 @@ def _handler(target: str, default_stream: Any, fmt: str, datefmt: str | None) ->
     return handler
 
 
-def reopen_files() -> None:
-    """USR1: reopen every file handler (after logrotate)."""
-    for name in ("", ERROR_LOGGER, ACCESS_LOGGER, *logging.root.manager.loggerDict):
-        logger = logging.getLogger(name)
-        for handler in getattr(logger, "handlers", ()):
-            if isinstance(handler, logging.FileHandler):
-                handler.acquire()
-                try:
-                    if handler.stream is not None:
-                        handler.stream.close()
-                    handler.stream = handler._open()
-                finally:
-                    handler.release()
+def reopen_files() -> int:
+    """USR1: reopen every logging file handler (after logrotate moved the files). Returns how
+    many were reopened."""
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    handlers = {id(h): h for logger in loggers for h in logger.handlers
+                if isinstance(h, logging.FileHandler)}
+    for handler in handlers.values():
+        handler.acquire()
+        try:
+            if handler.stream is not None:
+                handler.stream.close()
+            handler.stream = handler._open()
+        finally:
+            handler.release()
+    return len(handlers)
 
 
 def _load_dict_config(path: str) -> dict[str, Any]:

@@ -57,7 +57,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from frontdesk import sockets
+from frontdesk import logs, sockets
 from frontdesk.errors import AppLoadError, FrontdeskError
 from frontdesk.master import common
 
@@ -646,7 +646,7 @@ class Arbiter:
         log.info("Handling signal: TTOU: %d worker(s) wanted", self.target)
 
     def handle_usr1(self) -> None:
-        count = common.reopen_log_files()
+        count = logs.reopen_files()
         log.info("Handling signal: USR1: reopened %d log file(s); telling the workers", count)
         for worker in list(self.workers.values()):
             self._kill(worker, signal.SIGUSR1)

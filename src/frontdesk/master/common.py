@@ -41,7 +41,6 @@ __all__ = [
     "STUCK",
     "error_stream",
     "register_stack_dump",
-    "reopen_log_files",
     "send",
     "set_title",
 ]
@@ -73,33 +72,6 @@ def set_title(title: str) -> None:
     except ImportError:
         return
     module.setproctitle(title)
-
-
-def _file_handlers() -> list[logging.Handler]:
-    seen: list[logging.Handler] = []
-    loggers = [logging.getLogger()] + [
-        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
-    ]
-    for logger in loggers:
-        for handler in logger.handlers:
-            if isinstance(handler, logging.FileHandler) and handler not in seen:
-                seen.append(handler)
-    return seen
-
-
-def reopen_log_files() -> int:
-    """Reopen every logging file handler (after logrotate moved the files: SIGUSR1). Returns how many."""
-    handlers = _file_handlers()
-    for handler in handlers:
-        assert isinstance(handler, logging.FileHandler)
-        handler.acquire()
-        try:
-            if handler.stream is not None:
-                handler.stream.close()
-            handler.stream = handler._open()
-        finally:
-            handler.release()
-    return len(handlers)
 
 
 def error_stream() -> IO[str]:

@@ -54,6 +54,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from frontdesk import logs
 from frontdesk.master import common
 from frontdesk.protocol import serialize
 from frontdesk.protocol.parser import Limits
@@ -212,7 +213,7 @@ class Worker:
         self.stop()
 
     def _reopen_logs(self) -> None:
-        common.reopen_log_files()
+        logs.reopen_files()
         if self.master_fd is not None:
             common.register_stack_dump()  # faulthandler holds the old file
 
@@ -391,8 +392,6 @@ def _response_started(frame: FrameType | None) -> bool:
 
 def _flush_access_log() -> None:
     """Write out the access log lines still queued: the process ends with os._exit."""
-    from frontdesk import logs
-
     logs.flush_access_logs()
 
 
