@@ -387,6 +387,24 @@ def test_reload_option_restarts_workers_when_the_code_changes(servers, app_dir):
     assert "versioned.py changed; reloading (--reload)" in server.log
 
 
+def test_reload_keeps_old_workers_serving_while_the_edit_has_a_syntax_error(servers, app_dir):
+    server = servers("versioned:app", "--workers", "1", "--reload", cwd=app_dir)
+    [first] = serving(server, 1)
+    time.sleep(0.05)
+    (app_dir / "versioned.py").write_text("def app(environ, start_response:\n")  # broken
+    wait_for(lambda: "SyntaxError" in server.log, 10, "the syntax error in the log")
+    for _ in range(5):  # the old worker keeps answering with the old code meanwhile
+        status, body = request(server.host, server.port, "/")
+        assert (status, body.split()[0]) == (200, b"v1")
+        time.sleep(0.1)
+    assert first in children(server.proc.pid)
+    write_app(app_dir, "v3-fixed")
+    deadline = time.monotonic() + 15
+    while request(server.host, server.port, "/")[1].split()[0] != b"v3-fixed":
+        assert time.monotonic() < deadline, "the fixed code was never served"
+        time.sleep(0.1)
+
+
 ORPHANS_APP = '''\
 import subprocess
 

@@ -51,7 +51,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 from frontdesk import logs
@@ -302,7 +301,7 @@ class Worker:
         if self.pool.running[index] is not slot:
             return  # it finished just now after all
         stack = "".join(traceback.format_stack(frame)) if frame is not None else "  (finished)\n"
-        answered = self._answer_timed_out(channel, frame)
+        answered = channel.abandon(REQUEST_TIMEOUT_STATUS)
         log.error(
             "request timeout: %s %s from %s has run %.1f s (--request-timeout %g) in thread %s of"
             " worker %d. The thread's stack, most recent call last:\n%s"
@@ -314,23 +313,6 @@ class Worker:
             f"got {REQUEST_TIMEOUT_STATUS}" if answered else "connection was closed (the response had begun)",
         )  # fmt: skip
         self.retire(common.STUCK, "a request timed out")
-
-    def _answer_timed_out(self, channel: Any, frame: FrameType | None) -> bool:
-        """504 if the app has sent nothing yet, else cut the connection. Drops later output."""
-        if channel.closed or channel.transport is None:
-            return False
-        transport = channel.transport
-        if _response_started(frame):
-            transport.abort()
-            answered = False
-        else:
-            transport.write(serialize.error_response(REQUEST_TIMEOUT_STATUS))
-            transport.close()
-            answered = True
-        # From here the transport drops whatever the abandoned thread still produces: `reserve`
-        # refuses, `deliver` discards. connection_lost() still runs and unregisters it.
-        channel.closed = True
-        return answered
 
 
 class _Watcher:
@@ -373,21 +355,6 @@ class _Watcher:
         gone = set(self.mtimes) - set(now)
         self.mtimes = now
         return min(gone) if gone else None
-
-
-def _response_started(frame: FrameType | None) -> bool:
-    """Whether the bridge has sent the response head for the request running in `frame`.
-
-    Read from the `response` local of the bridge's `handle` frame; unknown counts as started
-    (cutting the connection is always honest, a 504 after a partial response would not be).
-    """
-    code = Bridge.handle.__code__
-    while frame is not None:
-        if frame.f_code is code:
-            response = frame.f_locals.get("response")
-            return response is None or getattr(response, "head_sent", True)
-        frame = frame.f_back
-    return True
 
 
 def _flush_access_log() -> None:

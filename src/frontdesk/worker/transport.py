@@ -554,6 +554,23 @@ class HttpConnection(asyncio.Protocol):
                 return False
             drained.wait(min(deadline - now, 1.0))
 
+    def abandon(self, status: int) -> bool:
+        """The app thread serving this connection is given up on (request timeout): answer
+        `status` if none of its response reached the transport yet, else cut the connection
+        (a status after a partial response would lie). Whatever the thread still produces is
+        dropped. True if the client got `status`."""
+        if self.closed or self.transport is None:
+            return False
+        if self.delivered or self._file_bytes or self._sending_file:
+            self.transport.abort()
+            answered = False
+        else:
+            self.transport.write(serialize.error_response(status))
+            self.transport.close()
+            answered = True
+        self.closed = True  # reserve() refuses and deliver() discards from here on
+        return answered
+
     def abort(self) -> None:
         """Cut the connection now (no more bytes are sent)."""
         if not self.closed and self.transport is not None:
