@@ -179,6 +179,35 @@ class _Duration(_Type):
         return f"{value:g}"
 
 
+class _RateBurst(_Type):
+    """`RATE[,BURST]` for --limit-req: requests per second (> 0) and a whole burst (nginx's
+    `limit_req zone=... rate=RATEr/s burst=BURST nodelay`). Off is None (empty string)."""
+
+    metavar = "RATE,BURST"
+
+    def __call__(self, raw: object) -> tuple[float, int] | None:
+        if not isinstance(raw, str):
+            raise ValueError(f"expected a string like '10,20' (rate per second, burst), got {raw!r}")
+        text = raw.strip()
+        if text == "":
+            return None
+        match = re.fullmatch(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?:,\s*([0-9]+))?", text)
+        if not match:
+            raise ValueError(f"expected RATE,BURST like '10,20' (requests per second, extra burst),"
+                             f" got {raw!r}")
+        rate, burst = float(match[1]), int(match[2] or 0)
+        if not 0 < rate <= 1e6 or burst > 1_000_000:
+            raise ValueError(f"rate must be more than 0 and at most 1000000, burst at most 1000000,"
+                             f" got {raw!r}")
+        return rate, burst
+
+    def show(self, value: Any) -> str:
+        return "off" if value is None else f"{value[0]:g},{value[1]}"
+
+    def toml(self, value: Any) -> str:
+        return json.dumps(self.show(value))
+
+
 @dataclasses.dataclass(frozen=True)
 class _Choice(_Type):
     options: tuple[str, ...]
@@ -424,7 +453,10 @@ class Config:
     ready_path: str = _setting("", _OPS, _Str(_check_url_path), "--ready-path", doc="Answer GET PATH with 200 while serving and 503 once draining (readiness), from the event loop; not logged", metavar="PATH", default_doc="off")
     metrics_bind: str | None = _setting(None, _OPS, _Str(_check_metrics_bind, optional=True), "--metrics-bind", doc="Serve Prometheus metrics, summed over all workers, at http://HOST:PORT/metrics from the master", metavar="HOST:PORT", default_doc="off", equiv="gunicorn --statsd-host (push); nginx stub_status")
     backlog_limit: int = _setting(0, _OPS, _Int(), "--backlog-limit", doc="Requests one worker may queue for an app thread; beyond it, answer 503 with Retry-After at once (0 = no limit)", metavar="N", equiv="Heroku H12/H13 avoidance")
-    max_queue_time: float = _setting(0.0, _OPS, _Duration(positive=False), "--max-queue-time", doc="A request that waited longer than this for an app thread gets 503 with Retry-After instead of running (0 = no limit)", metavar="SECONDS")
+    max_queue_time: float = _setting(0.0, _OPS, _Duration(positive=False), "--max-queue-time", doc="A request that waited longer than this for an app thread gets 503 with Retry-After instead of running (0 = no limit). Time spent before the server, from a trusted proxy's X-Request-Start, counts", metavar="SECONDS")
+    limit_req: tuple[float, int] | None = _setting(None, _OPS, _RateBurst(), "--limit-req", doc="Rate-limit each client address (after PROXY protocol and trusted X-Forwarded-For) to RATE app requests per second, allowing bursts of BURST more at once; excess requests get 429 with Retry-After. Each worker counts on its own", default_doc="off", equiv="nginx limit_req rate= burst= nodelay")
+    drain_delay: float = _setting(0.0, _OPS, _Duration(positive=False), "--drain-delay", doc="On TERM, answer readiness probes with 503 but keep serving normally for this long, so load balancers stop sending traffic, before the graceful stop (which then gets the full --graceful-timeout)", metavar="SECONDS", equiv="Kubernetes preStop: sleep")
+    max_worker_memory: int = _setting(0, _OPS, _Int(0), "--max-worker-memory", doc="Replace a worker gracefully (replacement first) when its resident memory exceeds this many MiB, one worker at a time (0 = no limit)", metavar="MB", equiv="uWSGI reload-on-rss")
 
     access_log: str | None = _setting(None, _LOG, _Str(optional=True), "--access-logfile", doc="Write an access log line per request to PATH ('-' = stdout)", metavar="PATH", default_doc="off", equiv="gunicorn --access-logfile; nginx access_log")
     access_log_format: str = _setting(_COMBINED, _LOG, _Str(), "--access-log-format", doc="Access log line, with gunicorn's %(x)s atoms", metavar="FORMAT", default_doc="Apache combined + µs + request id", equiv="gunicorn --access-logformat; nginx log_format")

@@ -88,7 +88,8 @@ _BYTES_OUT = _BYTES_IN + 1
 _STATIC = _BYTES_OUT + 1  # [status class]
 _NOT_MODIFIED = _STATIC + _CLASSES
 _SHED = _NOT_MODIFIED + 1
-_COUNTERS = _SHED + 1  # cells [0, _COUNTERS) are counters
+_LIMITED = _SHED + 1
+_COUNTERS = _LIMITED + 1  # cells [0, _COUNTERS) are counters
 _GAUGES = _COUNTERS  # open connections, in flight, busy threads, idle threads, queue depth
 _LIVE = _GAUGES + 5
 _SLOT = _LIVE + 1
@@ -138,6 +139,10 @@ class WorkerMetrics:
     def shed(self) -> None:
         """A request answered 503 because the backlog was full (also counted by `request`)."""
         self._q[_SHED] += 1
+
+    def limited(self) -> None:
+        """A request answered 429 by --limit-req (also counted by `request`)."""
+        self._q[_LIMITED] += 1
 
     def set_gauges(self, open_connections: int, in_flight: int, busy_threads: int,
                    idle_threads: int, queue_depth: int) -> None:
@@ -262,6 +267,9 @@ class Registry:
         family("requests_shed_total", "counter", "Requests answered 503 because the backlog "
                "of requests waiting for an app thread was full.")
         out.append(f"frontdesk_requests_shed_total {total[_SHED]}\n")
+        family("requests_limited_total", "counter", "Requests answered 429 because their client "
+               "went over --limit-req.")
+        out.append(f"frontdesk_requests_limited_total {total[_LIMITED]}\n")
         family("worker_restarts_total", "counter", "Workers replaced, by cause.")
         for k, cause in enumerate(CAUSES):
             value = ints[self._master + _RESTARTS + k]

@@ -13,10 +13,13 @@ an event loop and never speaks HTTP. It is one loop (`_run_loop`), woken by a si
     3. liveness: a worker silent for --timeout gets SIGUSR2 (its threads' stacks go to the error
        log), SIGTERM, and SIGKILL `KILL_GRACE` seconds later; a stopping worker past its
        deadline gets SIGKILL
-    4. manage: fork what the current generation lacks, retire what it has too many of, and
+    4. memory (--max-worker-memory, once a second): a serving worker whose RSS, read from
+       /proc, is over its limit is marked retiring, like a worker that asked to be replaced
+    5. manage: fork what the current generation lacks, retire what it has too many of, and
        while more than `target` workers serve, TERM the oldest of those being replaced (older
        generations after HUP, workers that asked to retire after max-requests or a request
-       timeout): one goes for each replacement that is ready, so `target` always serve
+       timeout, or over their memory limit): one goes for each replacement that is ready, so
+       `target` always serve
 
 A worker's life, as the master sees it:
 
@@ -25,8 +28,9 @@ A worker's life, as the master sees it:
     ==========  ===========================================  =================================
     booting     forked (`_spawn`)                             READY, or exit: a boot failure
     serving     READY received                               RETIRE/STUCK, HUP, TTOU, timeout
-    retiring    it asked (RETIRE/STUCK) or an older          the current generation is ready:
-                generation after HUP; still serves           TERM (→ stopping)
+    retiring    it asked (RETIRE/STUCK), its memory is over  the current generation is ready:
+                the limit, or an older generation after      TERM (→ stopping)
+                HUP; still serves
     stopping    TERM/QUIT sent; `kill_at` set                 reaped (or SIGKILL at `kill_at`)
     ==========  ===========================================  =================================
 
@@ -35,6 +39,18 @@ Failures in a row back off exponentially (`BOOT_BACKOFF` doubling to `MAX_BACKOF
 `BOOT_ATTEMPTS` in a row with no worker serving, the master stops with the last worker's reason
 (the app's import error, usually) and a non-zero status. While older workers still serve (a HUP
 or a replacement after bad code was deployed) it keeps them and keeps retrying, slowly.
+
+Stopping (TERM) with `--drain-delay D`: the master sets the shared `StopNotice` (every worker's
+readiness probe answers 503 from then on) and tells systemd STOPPING=1, but keeps the listening
+sockets and does not signal the workers for D seconds, so load balancers see the failing probe
+(or the endpoint's removal) and stop sending, while whatever still arrives is served. Then it
+closes its sockets and TERMs the workers as for a stop without a delay: they get the whole
+--graceful-timeout (+ `KILL_GRACE`) from that moment. So SIGKILL can come at D +
+--graceful-timeout + 2 s after TERM at the latest, which is what a platform's grace period must
+exceed. Memory recycling goes one worker at a time: none is marked while another marked for
+memory still runs (even draining, it holds its memory), and each worker's limit is drawn at
+random between `1 - MEMORY_JITTER` and 1 times the setting, so workers that grow alike do not
+all cross it in the same second.
 
 `__init__` only records its arguments: pipes, signal handlers, the pid file and the process title
 are set up in `run()`, after which the only way out is `run()` returning.
@@ -46,6 +62,7 @@ import contextlib
 import errno
 import logging
 import os
+import random
 import selectors
 import signal
 import socket
@@ -71,6 +88,9 @@ BOOT_ATTEMPTS = 5
 BOOT_BACKOFF = 0.1
 MAX_BACKOFF = 10.0
 BOOT_ERROR_STATUS = 3  # a worker's exit status when the app cannot be loaded
+MEMORY_CHECK_INTERVAL = 1.0  # seconds between two reads of the workers' RSS
+MEMORY_JITTER = 0.1  # each worker's memory limit: a random 90 % .. 100 % of --max-worker-memory
+MEMORY = "memory limit"  # `_Worker.why` for a worker replaced for its memory
 
 _HANDLED = (
     signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
@@ -81,7 +101,7 @@ _HANDLED = (
 # Why a worker stopped (`_Worker.why`) → the metrics' restart cause; others are not restarts.
 _RESTART_CAUSES = {
     "timeout": "timeout", "request timeout": "timeout", "max requests": "max-requests",
-    "replaced by a reload": "reload",
+    "replaced by a reload": "reload", MEMORY: "memory",
 }  # fmt: skip
 
 
@@ -155,6 +175,7 @@ class _Worker:
     last_words: str = ""  # BOOT_FAILED reason
     buffer: bytes = b""
     slot: int | None = None  # its metrics slot
+    memory_share: float = 1.0  # its part of --max-worker-memory (jitter, see the module docstring)
 
 
 def _signame(sig: int) -> str:
@@ -162,6 +183,19 @@ def _signame(sig: int) -> str:
         return signal.Signals(sig).name
     except ValueError:
         return f"signal {sig}"
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss(pid: int) -> int | None:
+    """Resident memory of process `pid` in bytes, from /proc (Linux); None if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            fields = f.read().split()
+        return int(fields[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _describe_status(status: int) -> str:
@@ -211,6 +245,7 @@ class Arbiter:
         self.metrics = metrics  # frontdesk.metrics.Registry, when --metrics-bind is set
         self.metrics_server = metrics_server
         self.clock: Callable[[], float] = time.monotonic  # tests give their own
+        self.read_rss: Callable[[int], int | None] = _rss  # tests give their own
         self.workers: dict[int, _Worker] = {}
         self.target = config.workers
         self.generation = 0
@@ -223,6 +258,9 @@ class Arbiter:
         self.reloading = False
         self.told_old_master = False
         self.reexec_pid = 0  # the new master of a USR2 upgrade, while it lives
+        self.stop_notice: common.StopNotice | None = None  # shared with the workers; see run()
+        self.drain_until = 0.0  # stopping with --drain-delay: TERM the workers at this time
+        self.next_memory_check = 0.0
         self.pidfile: str | None = None
         self._age = 0
         self._signals: deque[int] = deque(maxlen=64)
@@ -254,6 +292,7 @@ class Arbiter:
         os.set_blocking(self._wake_w, False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.stop_notice = common.StopNotice()
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for sig in _HANDLED:
             signal.signal(sig, self._enqueue)
@@ -300,8 +339,13 @@ class Arbiter:
             if self.stopping and not self.workers:
                 return
             now = self.clock()
+            if self.drain_until and now >= self.drain_until:
+                self._end_drain_delay(now)
             self._check_liveness(now)
             if not self.stopping:
+                if self.config.max_worker_memory and now >= self.next_memory_check:
+                    self.next_memory_check = now + MEMORY_CHECK_INTERVAL
+                    self._check_memory()
                 self._manage(now)
                 self._check_upgrade()
             if self.stopping and not self.workers:
@@ -315,6 +359,8 @@ class Arbiter:
                 deadline = min(deadline, worker.kill_at)
         if self.next_spawn > now:
             deadline = min(deadline, self.next_spawn)
+        if self.drain_until:
+            deadline = min(deadline, self.drain_until)
         return max(deadline, now + 0.01)
 
     def _wait(self, timeout: float) -> None:
@@ -457,6 +503,31 @@ class Arbiter:
                 self._kill(worker, common.STACK_DUMP_SIGNAL)
                 self._terminate(worker, signal.SIGTERM, "timeout", now + KILL_GRACE)
 
+    def _check_memory(self) -> None:
+        """--max-worker-memory: mark the largest serving worker over its limit for replacement;
+        one at a time (see the module docstring)."""
+        if any(w.why == MEMORY for w in self.workers.values()):
+            return  # the last one replaced for its memory has not exited yet
+        mib = self.config.max_worker_memory
+        worst: tuple[int, _Worker] | None = None
+        for worker in self.workers.values():
+            if not worker.ready or worker.retiring or worker.kill_at:
+                continue
+            rss = self.read_rss(worker.pid)
+            if rss is None:
+                log.warning("--max-worker-memory: cannot read the memory use of worker %d from "
+                            "/proc; not checking memory any more", worker.pid)
+                self.next_memory_check = float("inf")
+                return
+            if rss > mib * worker.memory_share * 2**20 and (worst is None or rss > worst[0]):
+                worst = rss, worker
+        if worst is not None:
+            rss, worker = worst
+            worker.retiring, worker.why = True, MEMORY
+            log.warning("Worker %d uses %d MiB (resident), over its limit of %d MiB "
+                        "(--max-worker-memory %d); replacing it gracefully",
+                        worker.pid, rss >> 20, int(mib * worker.memory_share), mib)
+
     def _kill(self, worker: _Worker, sig: int) -> None:
         try:
             os.kill(worker.pid, sig)
@@ -527,7 +598,8 @@ class Arbiter:
             os.close(read_fd)
             self._child(write_fd, slot)
         os.close(write_fd)
-        worker = _Worker(pid, read_fd, self.generation, self._age, now, now, slot=slot)
+        worker = _Worker(pid, read_fd, self.generation, self._age, now, now, slot=slot,
+                         memory_share=random.uniform(1.0 - MEMORY_JITTER, 1.0))
         self.workers[pid] = worker
         assert self._selector is not None
         self._selector.register(read_fd, selectors.EVENT_READ, worker)
@@ -566,7 +638,8 @@ class Arbiter:
             if app is not None:
                 from frontdesk.worker.process import Worker
 
-                worker = Worker(self.config, app, self.static, master_fd=fd, metrics=worker_metrics)
+                worker = Worker(self.config, app, self.static, master_fd=fd, metrics=worker_metrics,
+                                stop_notice=self.stop_notice)
                 status = worker.run([listener.sock for listener in self.listeners])
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else 1
@@ -597,15 +670,35 @@ class Arbiter:
         if self.stopping == "fast" or (graceful and self.stopping):
             return
         self.stopping = "graceful" if graceful else "fast"
+        self.drain_until = 0.0  # a fast stop cuts a drain delay short
+        delay = getattr(self.config, "drain_delay", 0.0)
         if self.reexec_pid:
             self._sd_notify(f"MAINPID={self.reexec_pid}\nSTATUS=handing over to master {self.reexec_pid}")
+        elif graceful and delay:
+            # The new master of an upgrade serves on: no delay then. Otherwise readiness fails
+            # now, and the workers serve on until the balancers have noticed (module docstring).
+            self._sd_notify(f"STOPPING=1\nSTATUS=draining: serving {delay:g} s more, then stopping")
+            if self.stop_notice is not None:
+                self.stop_notice.set()
+            self.drain_until = self.clock() + delay
+            log.info("Draining: readiness probes answer 503; serving %g s more (--drain-delay), "
+                     "then stopping gracefully", delay)
+            return
         else:
             self._sd_notify("STOPPING=1")
+        self._stop_workers(graceful, self.clock())
+
+    def _end_drain_delay(self, now: float) -> None:
+        self.drain_until = 0.0
+        log.info("Drain delay over: stopping the workers gracefully (--graceful-timeout %g)",
+                 self.config.graceful_timeout)
+        self._stop_workers(True, now)
+
+    def _stop_workers(self, graceful: bool, now: float) -> None:
         # New connections are refused from now on (each worker closes its copy on TERM too),
         # unless a new master (USR2) holds the sockets: then it serves them.
         sockets.close_all(self.listeners, unlink=not self.reexec_pid)
         self.listeners = []
-        now = self.clock()
         if graceful:
             sig, kill_at = signal.SIGTERM, now + self.config.graceful_timeout + KILL_GRACE
         else:

@@ -19,6 +19,10 @@ followed by one line of text (the reason) and is the last thing a worker that ca
 
 A worker never blocks on the pipe (its end is non-blocking; a full pipe drops a beat) and treats a
 broken pipe as "the master is gone".
+
+The other way, master to workers, there are only signals, and one shared byte: `StopNotice`,
+which the master sets when the whole server begins to stop with a `--drain-delay`. Workers do not
+act on it; their readiness probe reads it (a readiness probe is rare enough to afford the read).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import errno
 import faulthandler
 import importlib
 import logging
+import mmap
 import os
 import signal
 import sys
@@ -39,6 +44,7 @@ __all__ = [
     "RETIRE",
     "STACK_DUMP_SIGNAL",
     "STUCK",
+    "StopNotice",
     "error_stream",
     "register_stack_dump",
     "send",
@@ -50,6 +56,23 @@ READY = b"R"
 RETIRE = b"M"
 STUCK = b"T"
 BOOT_FAILED = b"E"
+
+
+class StopNotice:
+    """One byte shared by the master and every worker it forks: set once the server is stopping.
+
+    Create it in the master before forking (an anonymous MAP_SHARED mapping stays shared across
+    fork). Only the master writes it, once; workers read it. A one-byte store needs no lock.
+    """
+
+    def __init__(self) -> None:
+        self._map = mmap.mmap(-1, 1)
+
+    def set(self) -> None:
+        self._map[0] = 1
+
+    def is_set(self) -> bool:
+        return self._map[0] != 0
 
 
 def send(fd: int, message: bytes) -> bool:

@@ -26,11 +26,17 @@ the pool's one tuple store per request:
     source changed
     ===============  ===========================================  ============================
 
-Signals: TERM stops gracefully (stop accepting; in-flight requests get --graceful-timeout; idle
-keep-alive connections close at once, connections that have not sent their first request yet get
-`FRESH_GRACE`); INT and QUIT stop fast (connections are cut); USR1 reopens log files; USR2 writes
+Signals: TERM stops gracefully (stop accepting; in-flight requests get --graceful-timeout; every
+response from then on says `Connection: close`; a connection with nothing in progress gets
+`transport.DRAIN_IDLE_GRACE` to send one more request, which is answered, then closes: a client
+that was just promised keep-alive may be sending already, and answering it beats racing it with a
+close); INT and QUIT stop fast (connections are cut); USR1 reopens log files; USR2 writes
 every thread's stack to the error log (from C, so it works when the loop is stuck); HUP, TTIN and
 TTOU are the master's and ignored here.
+
+With --drain-delay the master does not signal the workers at first: it sets the shared
+`StopNotice`, which turns the readiness probe to 503 (`ready()`), and sends TERM when the delay is
+over. The worker keeps no timer of its own for it.
 
 Why 504 for a request past --request-timeout: frontdesk stands where nginx stood, and nginx
 answers 504 Gateway Timeout when the app server is too slow (`proxy_read_timeout`), which is
@@ -58,15 +64,20 @@ from frontdesk.master import common
 from frontdesk.protocol import serialize
 from frontdesk.protocol.parser import Limits
 from frontdesk.worker.pool import Outbox, ThreadPool
-from frontdesk.worker.transport import NO_DEADLINE, HttpConnection
+from frontdesk.worker.transport import (
+    DRAIN_IDLE_GRACE,
+    NO_DEADLINE,
+    HttpConnection,
+    RateLimiter,
+)
 from frontdesk.wsgi.bridge import Bridge
 
 log = logging.getLogger("frontdesk.error")
 
 REQUEST_TIMEOUT_STATUS = 504
-# On a graceful stop, a connection accepted but with no request read yet gets this long to send
-# one (it was accepted before the stop, so its client is owed an answer).
-FRESH_GRACE = 1.0
+# While draining, deadlines are checked this often (not once a second): idle connections close
+# about `DRAIN_IDLE_GRACE` after the drain began, not up to a second later.
+DRAIN_POLL = 0.02
 # Fast stop and the app threads at exit: how long stuck threads may delay the process exit.
 THREAD_EXIT_WAIT = 0.5
 
@@ -89,6 +100,7 @@ class Worker:
 
     `master_fd`: the write end of the pipe to the master, or None to run alone (tests).
     `metrics`: this worker's `frontdesk.metrics.WorkerMetrics` slot, or None.
+    `stop_notice`: the master's `common.StopNotice` (set: the server is stopping), or None.
     """
 
     def __init__(
@@ -99,6 +111,7 @@ class Worker:
         *,
         master_fd: int | None = None,
         metrics: Any = None,
+        stop_notice: common.StopNotice | None = None,
     ) -> None:
         self.config = config
         self.app = app
@@ -111,6 +124,10 @@ class Worker:
         self.pool: ThreadPool = None  # type: ignore[assignment]
         self.master_fd = master_fd
         self.metrics = metrics  # read by each connection (transport)
+        self.stop_notice = stop_notice
+        # --limit-req: one set of buckets per worker, shared by its connections; None when off.
+        limit = getattr(config, "limit_req", None)
+        self.rate_limiter = RateLimiter(*limit) if limit else None
         self.retiring = False
         self._master_pid = os.getppid() if master_fd is not None else 0
         self._servers: list[asyncio.AbstractServer] = []
@@ -201,6 +218,10 @@ class Worker:
         common.set_title(f"frontdesk: worker [{self.config.app}] (retiring)")
         self._tell_master(message)
 
+    def ready(self) -> bool:
+        """For the readiness probe: False once draining, or once the master began to stop."""
+        return not self.draining and (self.stop_notice is None or not self.stop_notice.is_set())
+
     def _tell_master(self, message: bytes) -> None:
         if self.master_fd is not None and not common.send(self.master_fd, message):
             self._master_gone()
@@ -231,17 +252,12 @@ class Worker:
             self._abort_all()
         now = time.monotonic()
         deadline = now + self.config.graceful_timeout
-        fresh_until = now + min(FRESH_GRACE, self.config.graceful_timeout)
+        grace = min(DRAIN_IDLE_GRACE, self.config.graceful_timeout)
         for connection in list(self.connections):
-            if connection.delivered or now >= fresh_until:
-                connection.close_if_idle()
-        fresh = True
+            connection.drain(grace)
         while self.connections and time.monotonic() < deadline:
-            if fresh and time.monotonic() >= fresh_until:
-                fresh = False
-                for connection in list(self.connections):
-                    connection.close_if_idle()
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(DRAIN_POLL)
+            self._expire_deadlines(time.monotonic())
         if self.connections:
             log.warning("graceful timeout: closing %d connection(s) still busy", len(self.connections))
             self._abort_all()
@@ -260,9 +276,9 @@ class Worker:
         """Once a second: Date header, connection deadlines, heartbeat, request timeouts."""
         serialize.refresh_date()
         now = time.monotonic()
-        for connection in [c for c in self.connections if c.phase != NO_DEADLINE]:
-            if now >= connection.deadline:
-                connection.on_deadline()
+        self._expire_deadlines(now)
+        if self.rate_limiter is not None:
+            self._tick_rate_limiter(now)
         if self.master_fd is not None:
             if os.getppid() != self._master_pid:
                 self._master_gone()
@@ -283,6 +299,22 @@ class Worker:
                 os.kill(self._master_pid, signal.SIGHUP)
         # Wake at the next whole second so the Date header turns over on time.
         self._tick_handle = self.loop.call_later(1.0 - time.time() % 1.0 + 0.001, self._tick)
+
+    def _expire_deadlines(self, now: float) -> None:
+        for connection in [c for c in self.connections if c.phase != NO_DEADLINE]:
+            if now >= connection.deadline:
+                connection.on_deadline()
+
+    def _tick_rate_limiter(self, now: float) -> None:
+        """Forget idle clients' buckets; one warning a second for requests refused, not one each
+        (a client over its rate would otherwise flood the error log too)."""
+        limiter = self.rate_limiter
+        assert limiter is not None
+        limiter.expire(now)
+        if limiter.refused:
+            log.warning("--limit-req %s: answered 429 to %d request(s) in the last second, the "
+                        "last from %s", limiter.describe(), limiter.refused, limiter.last_refused)
+            limiter.refused = 0
 
     def _check_request_times(self, now: float) -> None:
         limit = self.config.request_timeout

@@ -29,18 +29,42 @@ Timers are deadlines checked by the worker's once-a-second sweep (no timer objec
 Back-pressure: an app thread `reserve()`s room before handing bytes over; past the buffer bound
 (or while the transport says its buffer is full) it waits, up to the send timeout without
 progress, then the connection is aborted and the thread released.
+
+Draining (the worker's graceful stop): every response from then on says `Connection: close`. A
+response whose head was made before the drain began promised keep-alive, so its client may send
+the next request at once; closing right after it would race that request (an RST, a failed
+request). Such a connection, like one idle when the drain begins, gets `DRAIN_IDLE_GRACE` in the
+IDLE phase: a request that arrives is answered, with `Connection: close`; silence closes it.
+
+Operations, all decided in the loop before a request reaches the pool, and all free when off:
+
+* probes (`--health-path`, `--ready-path`); readiness fails once the worker drains or the master
+  began to stop (`Worker.ready`);
+* `--limit-req`: one `RateLimiter` per worker, keyed by the client address (below); over the
+  rate, 429 with Retry-After. Static files and probes are not limited;
+* `--backlog-limit`: 503 when too many requests wait for a thread;
+* X-Request-Start from a trusted proxy (only read when metrics or `--max-queue-time` are on):
+  the time the request spent before reaching us counts as queue time (`upstream`).
+
+The rate limit's client address is REMOTE_ADDR as the connection knows it (after the PROXY
+protocol); from a trusted proxy that X-Forwarded-For is believed from, the right-most address in
+it that is not itself a trusted proxy, as `frontdesk.wsgi.proxy` decides for the app. (The app's
+environ is built later, in the app thread; this is the same rule, computed on the raw header.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
+import math
+import re
 import socket
 import struct
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
 from frontdesk import logs, metrics
@@ -64,8 +88,17 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 1 << 20
 # Pipelined requests parsed ahead of the current one before reading pauses.
 MAX_QUEUED_REQUESTS = 16
+# Static bodies up to this size are joined to their head; larger ones go out with writev.
+JOIN_MAX = 16 * 1024
 # Unsent response bytes a connection may hold before the app thread waits (back-pressure).
 BUFFER_LIMIT = 512 * 1024
+# Draining: how long a connection with nothing in progress may still send one more request.
+DRAIN_IDLE_GRACE = 1.0
+# --limit-req: most client buckets one worker keeps (about 300 bytes each); past it the least
+# recently seen client is forgotten (nginx's limit_req zone has a fixed size too).
+MAX_RATE_CLIENTS = 16384
+# X-Request-Start longer ago than this is not a queue but a wrong unit or clock: ignored.
+MAX_UPSTREAM_WAIT = 3600.0
 
 
 class HttpConnection(asyncio.Protocol):
@@ -87,7 +120,9 @@ class HttpConnection(asyncio.Protocol):
         self.queued = metrics.NOT_QUEUED
         self._current: parsing.Request | None = None
         self._file_bytes = 0
-        self.max_queue_time = worker.config.max_queue_time
+        self.max_queue_time = worker.config.max_queue_time  # less what X-Request-Start says
+        self.upstream = 0.0  # seconds the current request waited before this server (X-Request-Start)
+        self._request_start = False  # read X-Request-Start: a trusted peer, and someone cares
         self._probes = probe_paths(worker.config.health_path, worker.config.ready_path)
         self.parser = parsing.RequestParser(worker.limits)
         self.transport: asyncio.Transport | None = None
@@ -120,6 +155,7 @@ class HttpConnection(asyncio.Protocol):
         trust = proxy_trust_for(worker.config.forwarded_allow_ips, worker.config.forwarded_headers)
         if trust.trusts(peer[0]):
             self.proxy_trust = trust
+            self._request_start = self._wants_request_start()
         self.environ_base = connection_environ(
             server=_address(transport.get_extra_info("sockname"), (worker.server_name, "80")),
             peer=peer,
@@ -131,9 +167,11 @@ class HttpConnection(asyncio.Protocol):
         if worker.config.proxy_protocol:
             self._proxy_header = b""  # the balancer's PROXY header comes before any HTTP
         worker.connections.add(self)
-        if worker.draining or worker.config.keepalive == 0:
+        if worker.config.keepalive == 0:
             self._keep_alive = False
         self._set_deadline(IDLE, worker.config.header_timeout)
+        if worker.draining:  # accepted just before the listener closed
+            self.drain(min(DRAIN_IDLE_GRACE, worker.config.graceful_timeout))
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
@@ -189,7 +227,12 @@ class HttpConnection(asyncio.Protocol):
             config = self.worker.config
             trust = proxy_trust_for(config.forwarded_allow_ips, config.forwarded_headers)
             self.proxy_trust = trust if trust.trusts(source[0]) else None
+            self._request_start = self.proxy_trust is not None and self._wants_request_start()
         return buffer[consumed:]
+
+    def _wants_request_start(self) -> bool:
+        """Whether X-Request-Start matters: for the queue metric or --max-queue-time only."""
+        return self.metrics is not None or bool(self.worker.config.max_queue_time)
 
     def _queued_too_much(self) -> bool:
         """Pipelined requests waiting their turn: bounded in number and in body bytes held."""
@@ -270,9 +313,14 @@ class HttpConnection(asyncio.Protocol):
                 if response is not None:
                     self._send_static(request, response)
                     continue
+            limiter = worker.rate_limiter
+            if limiter is not None and self._over_rate(request, limiter):
+                continue
             limit = worker.config.backlog_limit
             if limit and worker.pool.queued >= limit:
                 self._shed(request)
+                continue
+            if self._request_start and self._queued_upstream(request):
                 continue
             worker.pool.submit(self, request)
 
@@ -303,18 +351,18 @@ class HttpConnection(asyncio.Protocol):
         self.busy = False
         if self.metrics is not None and self._current is not None:
             request = self._current
+            queued = self.queued
+            if queued >= 0.0:
+                queued += self.upstream
             self.metrics.request(
                 metrics.method_index(request.method), self.status,
-                time.monotonic() - request.started, self.queued, request.body_size,
+                time.monotonic() - request.started, queued, request.body_size,
                 self.delivered + self._file_bytes,
             )
         self._current = None
         if self.worker.draining:
             self._keep_alive = False  # a request already received gets answered, with close
-        if not keep_alive:
-            self._close()
-            return
-        if (self._eof or not self._keep_alive) and not self.parser.requests:
+        if not keep_alive or (self._eof and not self.parser.requests):
             self._close()
             return
         if self.parser.requests:
@@ -326,7 +374,9 @@ class HttpConnection(asyncio.Protocol):
         if self.parser.expect_continue:
             self._send_continue()
         if self.parser.state == parsing.IDLE:
-            self._set_deadline(IDLE, self.worker.config.keepalive)
+            # Keep-alive was promised; while draining, only for one more request (docstring).
+            self._set_deadline(IDLE, self.worker.config.keepalive if self._keep_alive
+                               else min(DRAIN_IDLE_GRACE, self.worker.config.graceful_timeout))
         if self._reading_paused:
             self._reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
@@ -356,8 +406,16 @@ class HttpConnection(asyncio.Protocol):
             return
         first = body[0]
         if type(first) is bytes:
-            lines.append(first)
             body = body[1:]
+            if len(first) <= JOIN_MAX:
+                lines.append(first)
+            else:
+                # A cached file of some size: one writev of head and body, no copy to join them.
+                # Nothing else writes now: the connection is not busy with another response.
+                head = b"".join(lines)
+                self.transport.writelines((head, first))  # type: ignore[union-attr]
+                self.delivered += len(head) + len(first)
+                lines = []
         head = b"".join(lines)
         if not body:
             self.deliver(head, end)
@@ -391,7 +449,7 @@ class HttpConnection(asyncio.Protocol):
         kind = self._probes.get(request.target.partition(b"?")[0])  # type: ignore[union-attr]
         if kind is None or request.method not in ("GET", "HEAD"):
             return False
-        if kind == "ready" and self.worker.draining:
+        if kind == "ready" and not self.worker.ready():
             status, body = 503, b"draining\n"
         else:
             status, body = 200, b"ok\n"
@@ -406,14 +464,70 @@ class HttpConnection(asyncio.Protocol):
         """503 + Retry-After at once: better than queueing into a timeout (Heroku's H12)."""
         log.warning("backlog limit reached (%d waiting): answered 503",
                     self.worker.pool.queued)
-        self.status = 503
         if self.metrics is not None:
             self.metrics.shed()
+        self._answer_local(request, 503, b"Retry-After: 1\r\n")
+
+    def _answer_local(self, request: parsing.Request, status: int, extra: bytes) -> None:
+        """A small text/plain answer the loop makes itself, logged and counted like any other."""
+        self.status = status
         if self.access_log is not None:
-            self._log_local(request, 503, 0, [])
-        self.deliver(serialize.overloaded_response(request.keep_alive,
-                                                   head_only=request.method == "HEAD"),
-                     DONE_KEEP_ALIVE if request.keep_alive else DONE_CLOSE)
+            self._log_local(request, status, 0, [])
+        data = serialize.error_response(status, close=not request.keep_alive, extra=extra,
+                                        head_only=request.method == "HEAD")
+        self.deliver(data, DONE_KEEP_ALIVE if request.keep_alive else DONE_CLOSE)
+
+    def _over_rate(self, request: parsing.Request, limiter: RateLimiter) -> bool:
+        """--limit-req: True if the client is over its rate (answered 429 here)."""
+        wait = limiter.check(self._client_key(request), request.started)
+        if not wait:
+            return False
+        if self.metrics is not None:
+            self.metrics.limited()
+        self._answer_local(request, 429, b"Retry-After: %d\r\n" % math.ceil(wait))
+        return True
+
+    def _client_key(self, request: parsing.Request) -> str:
+        """The client address the rate limit counts against (module docstring)."""
+        address: str = self.environ_base["REMOTE_ADDR"]
+        trust = self.proxy_trust
+        if trust is None or "x-forwarded-for" not in trust.headers:
+            return address
+        hops = None
+        for name, value in request.headers:
+            if len(name) == 15 and name.lower() == b"x-forwarded-for":
+                hops = value if hops is None else hops + b"," + value
+        if hops is None:
+            return address
+        return _forwarded_client(trust, hops) or address
+
+    def _queued_upstream(self, request: parsing.Request) -> bool:
+        """X-Request-Start from a trusted proxy: the time before this server counts as queue time
+        (metric and --max-queue-time). True if that alone is over --max-queue-time: then the
+        request is answered 503 here, without waiting for a thread to find out."""
+        base = self.worker.config.max_queue_time
+        self.upstream = 0.0
+        self.max_queue_time = base
+        for name, value in request.headers:
+            if len(name) == 15 and name.lower() == b"x-request-start":
+                break
+        else:
+            return False
+        waited = request_start_wait(value, time.time())
+        if waited is None:
+            return False
+        self.upstream = waited
+        if not base:
+            return False
+        if waited < base:
+            self.max_queue_time = base - waited  # the bridge compares only its own wait
+            return False
+        log.warning("%s %s: waited %.3g s before reaching this server (X-Request-Start), over "
+                    "--max-queue-time %g: answered 503", request.method,
+                    request.target.decode("latin-1"), waited, base)
+        self.queued = 0.0  # observed as `upstream`
+        self._answer_local(request, 503, b"Retry-After: 1\r\n")
+        return True
 
     async def _send_file(self, region: Any, end: int) -> None:
         from frontdesk.worker.sendfile import sendfile
@@ -492,11 +606,16 @@ class HttpConnection(asyncio.Protocol):
             self.parser.discard()
             self._fail(ProtocolError(408, "timed out reading the request"))
 
-    def close_if_idle(self) -> None:
-        """Graceful stop: close now if nothing is in progress, else after the current reply."""
+    def drain(self, grace: float) -> None:
+        """Graceful stop: every response from now on closes the connection; one with nothing in
+        progress may still send a request for `grace` seconds (module docstring)."""
         self._keep_alive = False
+        if self._closing or self._lingering:
+            return
         if not self.busy and not self.parser.requests and self.parser.state == parsing.IDLE:
-            self._close()
+            deadline = time.monotonic() + grace
+            if self.phase != IDLE or deadline < self.deadline:
+                self._set_deadline(IDLE, grace)
 
     def _set_deadline(self, phase: int, seconds: float) -> None:
         self.phase = phase
@@ -611,3 +730,121 @@ def _address(info: Any, unix: tuple[str, str]) -> tuple[str, str]:
     if isinstance(info, tuple) and len(info) >= 2:
         return str(info[0]), str(info[1])
     return unix
+
+
+class RateLimiter:
+    """--limit-req RATE,BURST for one worker: nginx's `limit_req ... burst=BURST nodelay`.
+
+    A leaky bucket per client key: `excess` is how many requests ahead of RATE a client is. A
+    request adds 1 after the bucket leaked RATE per second since the client's last accepted
+    request; over BURST it is refused and changes nothing. A new client starts empty, so a client
+    may send 1 + BURST requests at once, then one per 1/RATE s. A bucket idle for `horizon`
+    seconds is empty whatever it held, the same as no bucket: `expire` (from the tick) drops
+    those. Buckets are kept least recently seen first, at most `max_clients`.
+    """
+
+    def __init__(self, rate: float, burst: int, max_clients: int = MAX_RATE_CLIENTS) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_clients = max_clients
+        self.horizon = (burst + 1) / rate
+        self.refused = 0  # since the tick last reported
+        self.last_refused = ""
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # key -> [excess, last]
+
+    def check(self, key: str, now: float) -> float:
+        """0 if a request from `key` at `now` may go; else seconds until one would."""
+        buckets = self._buckets
+        bucket = buckets.get(key)
+        if bucket is None:
+            if len(buckets) >= self.max_clients:
+                buckets.popitem(last=False)
+            buckets[key] = [0.0, now]
+            return 0.0
+        buckets.move_to_end(key)  # seen: a client over its rate is the last one to forget
+        excess = bucket[0] - self.rate * (now - bucket[1]) + 1.0
+        if excess > self.burst + 1e-9:  # slack for float rounding: exactly on time passes
+            self.refused += 1
+            self.last_refused = key
+            return (excess - self.burst) / self.rate
+        bucket[0] = max(0.0, excess)
+        bucket[1] = now
+        return 0.0
+
+    def expire(self, now: float) -> None:
+        """Drop the buckets idle for `horizon` from the front; a refused client seen lately
+        stops the sweep early, which only keeps a few buckets a little longer."""
+        buckets = self._buckets
+        cutoff = now - self.horizon
+        while buckets:
+            key = next(iter(buckets))
+            if buckets[key][1] > cutoff:
+                return
+            del buckets[key]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def describe(self) -> str:
+        return f"{self.rate:g},{self.burst}"
+
+
+def _forwarded_client(trust: ProxyTrust, hops: bytes) -> str | None:
+    """The right-most X-Forwarded-For address not of a trusted proxy (all trusted: the left-most),
+    as `frontdesk.wsgi.proxy` picks REMOTE_ADDR. Usual values are cached (the same clients and
+    proxy chains come again); long ones are not, so the cache stays small (about 1 MB at most)."""
+    if len(hops) <= 256:
+        return _forwarded_client_cached(trust, hops)
+    return _find_forwarded_client(trust, hops)
+
+
+def _find_forwarded_client(trust: ProxyTrust, hops: bytes) -> str | None:
+    first = None
+    for node in reversed(hops.split(b",")):
+        address = _node_address(node.strip().strip(b'"').decode("latin-1"))
+        if address is None:
+            continue
+        if not trust.trusts(address):
+            return address
+        first = address
+    return first
+
+
+_forwarded_client_cached = functools.lru_cache(maxsize=4096)(_find_forwarded_client)
+
+
+def _node_address(node: str) -> str | None:
+    """`1.2.3.4`, `1.2.3.4:5`, `[::1]`, `[::1]:5`, `::1` → the address; junk → None."""
+    if node.startswith("["):
+        node = node[1:].partition("]")[0]
+    elif node.count(":") == 1:
+        node = node.partition(":")[0]
+    try:
+        ipaddress.ip_address(node)
+    except ValueError:
+        return None
+    return node
+
+
+# `t=` then seconds with a fraction (nginx `t=${msec}`), or whole milliseconds (Heroku) or
+# microseconds (Apache `%t`) since the epoch.
+_REQUEST_START = re.compile(rb"(?:t=)?([0-9]{1,16})(?:\.([0-9]{1,9}))?")
+
+
+def request_start_wait(value: bytes, now: float) -> float | None:
+    """Seconds between an X-Request-Start `value` and `now` (time.time()); None if the value is
+    not one of the accepted forms or is implausible. A start in the future (the proxy's clock is
+    ahead) counts as no wait."""
+    match = _REQUEST_START.fullmatch(value.strip())
+    if match is None:
+        return None
+    whole, fraction = match.groups()
+    if fraction is not None:
+        started = int(whole) + int(fraction) / 10 ** len(fraction)
+    else:
+        number = int(whole)
+        started = number / 1e6 if number >= 10**14 else number / 1e3 if number >= 10**11 else number
+    waited = now - started
+    if waited > MAX_UPSTREAM_WAIT:
+        return None
+    return max(0.0, waited)
