@@ -63,6 +63,13 @@ class Server:
             return self.proc.wait(5)
 
 
+def free_port() -> int:
+    """A loopback port free right now (for programs that cannot report the port they bound)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def read_until_close(sock: socket.socket, timeout: float = 5.0) -> bytes:
     sock.settimeout(timeout)
     chunks = []

@@ -3,18 +3,13 @@ prometheus-client's own parser; the counters match the requests made."""
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port
 
 
 def scrape(port: int) -> dict[str, list]:

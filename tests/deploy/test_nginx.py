@@ -19,6 +19,8 @@ import time
 
 import pytest
 
+from tests.conftest import free_port
+
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 pytestmark = pytest.mark.skipif(
     NGINX is None, reason="nginx is not installed (python3 dev.py test installs it with apt-get)"
@@ -52,12 +54,6 @@ http {{
     }}
 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
