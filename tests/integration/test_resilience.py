@@ -563,7 +563,7 @@ MALFORMED = [
     b"GET / HTTP/1.1\r\n\r\n",
     b"GET / HTTP/1.1\nHost: x\n\n",
 ]
-SOAK_REQUESTS = 20_000
+SOAK_REQUESTS = 50_000  # the issue: 50,000 mixed requests against 2 workers
 SOAK_THREADS = 4
 
 
