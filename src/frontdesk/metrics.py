@@ -44,6 +44,7 @@ import mmap
 import socket
 import socketserver
 import threading
+import time
 from bisect import bisect_left
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -56,6 +57,7 @@ __all__ = [
     "NOT_QUEUED",
     "MetricsServer",
     "Registry",
+    "StatsdPusher",
     "WorkerMetrics",
     "method_index",
 ]
@@ -166,7 +168,7 @@ class Registry:
     """Shared-memory counters for up to `max_workers` workers (see the module docstring).
 
     Create it in the master before forking. Master side: `claim`, `retire`, `worker_restart`,
-    `render`; worker side: `worker(index)`.
+    `render`, `totals`; worker side: `worker(index)`.
     """
 
     def __init__(self, max_workers: int) -> None:
@@ -226,9 +228,9 @@ class Registry:
         with self._lock:
             self._q[cell] += 1
 
-    def render(self) -> str:
-        """All metrics in the Prometheus text format 0.0.4: live slots plus retired ones."""
-        workers = self.max_workers
+    def _sum(self) -> tuple[list[int], list[int], list[float]]:
+        """A snapshot: every raw int cell, the int cells summed over the worker slots and the
+        retired one, and the sums of the float cells (`_FLOATS` order)."""
         with self._lock:
             ints = self._q.tolist()
             floats = self._d.tolist()
@@ -238,6 +240,36 @@ class Registry:
                 total[i] += ints[base + i]
         sums = [sum(floats[base + i] for base in range(0, self._retired + _SLOT, _SLOT))
                 for i in _FLOATS]
+        return ints, total, sums
+
+    def totals(self) -> dict[str, float]:
+        """Master: the summed counters and gauges as a plain dict (for pushing, e.g. StatsD).
+
+        Keys: `requests`, `requests_<class>` (`requests_2xx`, ..., `requests_other`),
+        `request_duration_seconds_sum`/`_count`, `requests_shed`, `requests_limited`, the gauges
+        by their metric names without the prefix (`open_connections`, `busy_threads`, ...) and
+        `workers`.
+        """
+        _, total, sums = self._sum()
+        out: dict[str, float] = {}
+        classes = [sum(total[m * _CLASSES + c] for m in range(len(METHODS)))
+                   for c in range(_CLASSES)]
+        out["requests"] = sum(classes)
+        for c, value in enumerate(classes):
+            out[f"requests_{_cls(c)}"] = value
+        out["request_duration_seconds_sum"] = sums[0]
+        out["request_duration_seconds_count"] = sum(total[_LATENCY : _LATENCY + _BUCKETS])
+        out["requests_shed"] = total[_SHED]
+        out["requests_limited"] = total[_LIMITED]
+        for offset, (name, _text) in enumerate(_GAUGE_NAMES):
+            out[name] = total[_GAUGES + offset]
+        out["workers"] = total[_LIVE]
+        return out
+
+    def render(self) -> str:
+        """All metrics in the Prometheus text format 0.0.4: live slots plus retired ones."""
+        workers = self.max_workers
+        ints, total, sums = self._sum()
         out: list[str] = []
         family = _Family(out)
         family("requests_total", "counter", "HTTP responses sent, by request method and status "
@@ -411,3 +443,96 @@ class MetricsServer:
             self._server.socket.close()
             self._server = None
         self._thread = None
+
+
+# StatsD names (gunicorn's where they overlap) of `Registry.totals()` keys: counters, gauges.
+_STATSD_COUNTERS = (("requests", "requests"), ("requests_shed", "requests.shed"),
+                    ("requests_limited", "requests.limited"),
+                    *((f"requests_{_cls(c)}", f"request.status.{_cls(c)}") for c in range(_CLASSES)))
+_STATSD_GAUGES = (("workers", "workers"), ("open_connections", "connections"),
+                  ("busy_threads", "threads.busy"), ("queued_requests", "queue.depth"))
+_DATAGRAM = 1400  # bytes: fits an Ethernet MTU with IP and UDP headers
+
+
+class StatsdPusher:
+    """Pushes `Registry.totals()` to a StatsD server over UDP from a daemon thread of the master.
+
+    Every `interval` seconds: the counters' increase since the previous push (`|c`, only when
+    non-zero), the mean duration of that interval's requests (`request.duration`, `|ms`) and
+    the gauges (`|g`), several lines per datagram. Errors are logged (once until a push works
+    again), never raised. `stop()` pushes a last time and joins the thread.
+    """
+
+    def __init__(self, registry: Registry, host: str, port: int, prefix: str = "frontdesk",
+                 interval: float = 1.0) -> None:
+        self.registry = registry
+        self.host = host
+        self.port = port
+        self.prefix = prefix.rstrip(".")
+        self.interval = interval
+        self._last: dict[str, float] = registry.totals()
+        self._sock: socket.socket | None = None
+        self._target: Any = None
+        self._failing = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="frontdesk-statsd", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+        self.push()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _run(self) -> None:
+        next_at = time.monotonic() + self.interval
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            next_at += self.interval
+            self.push()
+
+    def lines(self) -> list[str]:
+        """The metric lines for the change since the last call (advancing its baseline)."""
+        now = self.registry.totals()
+        last, self._last = self._last, now
+        p = self.prefix
+        out = []
+        for key, name in _STATSD_COUNTERS:
+            delta = now[key] - last[key]
+            if delta > 0:  # < 0 only if the registry was replaced: then send nothing for it
+                out.append(f"{p}.{name}:{int(delta)}|c")
+        count = now["request_duration_seconds_count"] - last["request_duration_seconds_count"]
+        if count > 0:
+            spent = now["request_duration_seconds_sum"] - last["request_duration_seconds_sum"]
+            out.append(f"{p}.request.duration:{max(0.0, spent) / count * 1000:.3f}|ms")
+        for key, name in _STATSD_GAUGES:
+            out.append(f"{p}.{name}:{int(now[key])}|g")
+        return out
+
+    def push(self) -> None:
+        """Send one round now. Never raises."""
+        try:
+            datagrams: list[bytes] = []
+            for line in self.lines():
+                data = line.encode()
+                if datagrams and len(datagrams[-1]) + 1 + len(data) <= _DATAGRAM:
+                    datagrams[-1] += b"\n" + data
+                else:
+                    datagrams.append(data)
+            if self._sock is None:
+                family, _, _, _, self._target = socket.getaddrinfo(
+                    self.host, self.port, type=socket.SOCK_DGRAM)[0]
+                self._sock = socket.socket(family, socket.SOCK_DGRAM)
+            for data in datagrams:
+                self._sock.sendto(data, self._target)
+            self._failing = False
+        except Exception as exc:  # noqa: BLE001 - never raise into the master
+            if not self._failing:
+                log.warning("statsd: cannot push to %s:%d: %s", self.host, self.port, exc)
+            self._failing = True

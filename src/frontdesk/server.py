@@ -67,25 +67,33 @@ def _config_reloader(start_cwd: str) -> Callable[[], Any]:
     return reload
 
 
-def start_metrics(config: Any) -> tuple[Any, Any]:
-    """The metrics registry and its server for `--metrics-bind`, started; (None, None) without.
+def start_metrics(config: Any) -> tuple[Any, Any, Any]:
+    """The metrics registry, its server for `--metrics-bind` and its pusher for `--statsd-host`,
+    started; each None when not configured (the registry when neither is).
 
     Slots for three times the workers, plus some: two generations overlap during a reload, and
     recycled workers keep theirs until they are reaped. Raises OSError (one line) if the
     address cannot be bound.
     """
     bind = getattr(config, "metrics_bind", None)
-    if not bind:
-        return None, None
+    statsd = getattr(config, "statsd_host", None)
+    if not bind and not statsd:
+        return None, None, None
     from frontdesk import metrics
 
-    address: Any = sockets.parse_address(bind)[1]
-    host, port = str(address[0]), int(address[1])
     registry = metrics.Registry(max_workers=3 * config.workers + 8)
-    server = metrics.MetricsServer(registry, host, port)
-    server.start()
-    log.info("Metrics at: http://%s:%d/metrics", *server.address)
-    return registry, server
+    server = pusher = None
+    if bind:
+        address: Any = sockets.parse_address(bind)[1]
+        server = metrics.MetricsServer(registry, str(address[0]), int(address[1]))
+        server.start()
+        log.info("Metrics at: http://%s:%d/metrics", *server.address)
+    if statsd:
+        host, port = sockets.parse_address(statsd)[1]  # type: ignore[misc]
+        pusher = metrics.StatsdPusher(registry, str(host), int(port), config.statsd_prefix)
+        pusher.start()
+        log.info("StatsD metrics to: %s:%d", host, port)
+    return registry, server, pusher
 
 
 def _preimport_worker(config: Any) -> None:
@@ -128,8 +136,8 @@ def run(config: Any) -> int:
         print(f"frontdesk: error: {exc}", file=sys.stderr)
         return 2
     try:
-        # Last before the fork: it starts the master's only thread (the scrape server).
-        registry, metrics_server = start_metrics(config)
+        # Last before the fork: it starts the master's only threads (scrape server, StatsD push).
+        registry, metrics_server, statsd = start_metrics(config)
     except (ValueError, OSError) as exc:
         sockets.close_all(listeners, unlink=not old_master)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
@@ -153,4 +161,8 @@ def run(config: Any) -> int:
         metrics=registry,
         metrics_server=metrics_server,
     )
-    return arbiter.run()
+    try:
+        return arbiter.run()  # workers never return from it: only the master gets here
+    finally:
+        if statsd is not None:
+            statsd.stop()
