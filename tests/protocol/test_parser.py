@@ -7,6 +7,7 @@ import random
 import pytest
 
 from frontdesk.errors import ProtocolError
+from frontdesk.protocol import parser as parser_module
 from frontdesk.protocol.parser import Limits, RequestParser
 
 
@@ -191,11 +192,17 @@ def test_upgrade_request_is_answered_then_closed():
 
 
 def test_request_line_limit_is_414():
+    # The whole line counts (method, target, version, two spaces; not the CRLF), as gunicorn's
+    # --limit-request-line does: 100 bytes pass, 101 get 414.
     limits = Limits(request_line=100)
-    _, error = parse(b"GET /" + b"a" * 100 + b" HTTP/1.1\r\nHost: h\r\n\r\n", limits)
-    assert error == 414
-    requests, error = parse(b"GET /" + b"a" * 98 + b" HTTP/1.1\r\nHost: h\r\n\r\n", limits)
+    line = b"GET /" + b"a" * 86 + b" HTTP/1.1"
+    assert len(line) == 100
+    requests, error = parse(line + b"\r\nHost: h\r\n\r\n", limits)
     assert error is None and len(requests) == 1
+    _, error = parse(b"POST" + line[3:] + b"\r\nHost: h\r\n\r\n", limits)
+    assert error == 414
+    _, error = parse(b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: h\r\n\r\n", limits)
+    assert error == 414
 
 
 def test_too_many_fields_is_431():
@@ -230,12 +237,29 @@ def test_twenty_thousand_headers_is_431():
 
 
 def test_header_section_limit_counts_across_reads():
+    # A field that never completes is never counted by its meaning; the bytes llhttp holds for
+    # it are bounded all the same: the limit plus a fixed slack plus one read.
     parser = RequestParser(Limits(header_size=1000, field_size=100000))
     parser.feed(b"GET / HTTP/1.1\r\nHost: h\r\nX: ")
-    parser.feed(b"v" * 600)
+    fed = 0
     with pytest.raises(ProtocolError) as info:
-        parser.feed(b"v" * 600)
+        for _ in range(100):
+            parser.feed(b"v" * 600)
+            fed += 600
     assert info.value.status == 431
+    assert fed <= 1000 + parser_module._STALL_SLACK
+
+
+def test_header_section_limit_does_not_depend_on_how_the_request_is_split():
+    # Counted as request line + `name: value` CRLF per field + the blank line: the request's
+    # own size when it has no extra whitespace.
+    request = b"GET /abc HTTP/1.1\r\nHost: example.com\r\nUser-Agent: probe\r\nX-Long: " + \
+        b"v" * 10 + b"\r\n\r\n"
+    assert parse(request, Limits(header_size=len(request)))[1] is None
+    assert parse(request, Limits(header_size=len(request) - 1))[1] == 431
+    # Extra whitespace llhttp skips is not counted, however the request is split.
+    padded = request.replace(b"X-Long: ", b"X-Long:        ")
+    assert parse(padded, Limits(header_size=len(request)))[1] is None
 
 
 def test_declared_body_over_limit_is_413_before_reading_it():
@@ -333,3 +357,101 @@ def test_header_section_limit_holds_within_one_read():
     with pytest.raises(ProtocolError) as info:
         parser.feed(b"GET / HTTP/1.1\r\nHost: h\r\n" + headers + b"\r\n")
     assert info.value.status == 431
+
+
+# -- found by conformance probes ------------------------------------------------------------------
+
+
+def test_transfer_encoding_split_over_two_lines_is_400():
+    # RFC 9110 §5.3 reads the two lines as `gzip, chunked`; llhttp would see only `chunked`.
+    for first in (b"gzip", b"identity", b"chunked"):
+        _, error = parse(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: " + first +
+                         b"\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        assert error == 400, first
+
+
+@pytest.mark.parametrize("host", [b"a b", b"a/b", b"user@x", b"x:abc", b"[::1", b"", b"x y:80",
+                                  b"\xe9vil", b"a%zz", b"[::1]x"])
+def test_invalid_host_is_400(host):
+    _, error = parse(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert error == 400
+
+
+@pytest.mark.parametrize("host", [b"example.com", b"example.com:8080", b"127.0.0.1:80", b"[::1]",
+                                  b"[::1]:8000", b"xn--bcher-kva.example", b"a_b.local",
+                                  b"example.com:", b"[v1.fe80::a+en1]"])
+def test_valid_host_is_served(host):
+    requests, error = parse(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert error is None and len(requests) == 1
+
+
+def test_two_host_lines_are_400_on_http10_too():
+    _, error = parse(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n")
+    assert error == 400
+    requests, error = parse(b"GET / HTTP/1.0\r\nHost: a\r\n\r\n")
+    assert error is None and len(requests) == 1
+
+
+@pytest.mark.parametrize("line", [b"GET /x RTSP/1.0", b"GET /x RTSP/1.1", b"OPTIONS * RTSP/1.0",
+                                  b"ANNOUNCE /x RTSP/1.0", b"SOURCE /x ICE/1.0"])
+def test_other_protocols_on_the_request_line_are_400(line):
+    _, error = parse(line + b"\r\nHost: h\r\n\r\n")
+    assert error == 400
+
+
+def test_rtsp_in_a_body_or_header_is_not_mistaken_for_the_protocol():
+    requests, error = parse(b"POST /x HTTP/1.1\r\nHost: h\r\nX-Proto: /x RTSP/1.0\r\n"
+                            b"Content-Length: 15\r\n\r\n/x RTSP/1.0 ICE\r\nGET /y HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert error is None and [r[1] for r in requests] == [b"/x", b"/y"]
+
+
+def test_http09_request_line_is_400_without_waiting_for_headers():
+    # An HTTP/0.9 client sends one line and waits; it gets its answer at once, under any split.
+    _, error = parse(b"GET /hello\r\n")
+    assert error == 400
+    _, error = parse(b"GET /hello\r\n\r\n")
+    assert error == 400
+
+
+def test_http09_check_is_not_fooled_by_an_earlier_request():
+    parser = RequestParser(Limits())
+    parser.feed(b"GET /a HTTP/1.1\r\nHost: h\r\nReferer: GET /x\r\n\r\nGET /x HTTP/1.1\r")
+    parser.feed(b"\nHost: h\r\n\r\n")
+    assert [r.target for r in parser.requests] == [b"/a", b"/x"]
+
+
+def test_connection_close_wins_over_keep_alive():
+    for headers in (b"Connection: close, keep-alive\r\n",
+                    b"Connection: keep-alive\r\nConnection: close\r\n"):
+        requests, error = parse(b"GET / HTTP/1.0\r\n" + headers + b"\r\n")
+        assert error is None and requests[0][5] is False
+    requests, error = parse(b"GET / HTTP/1.0\r\nConnection: keep-alive, closed\r\n\r\n")
+    assert requests[0][5] is True  # `closed` is not `close`
+
+
+def test_connection_close_trailer_ends_keep_alive():
+    requests, error = parse(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            b"5\r\nhello\r\n0\r\nConnection: close\r\n\r\n")
+    assert error is None and requests[0][4] == b"hello" and requests[0][5] is False
+
+
+def test_endless_trailer_is_refused_with_bounded_memory():
+    parser = RequestParser(Limits(header_size=1000))
+    parser.feed(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n0\r\nX-Big: ")
+    fed = 0
+    with pytest.raises(ProtocolError) as info:
+        for _ in range(1000):
+            parser.feed(b"a" * 4096)
+            fed += 4096
+    assert info.value.status == 431
+    assert fed <= 1000 + parser_module._STALL_SLACK + 4096
+
+
+def test_slow_chunked_body_is_not_mistaken_for_a_stall():
+    parser = RequestParser(Limits(header_size=100))
+    parser.feed(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(2000):  # many small chunks, each read completing some body data
+        parser.feed(b"10\r\n" + b"x" * 16 + b"\r\n")
+    parser.feed(b"0\r\n\r\n")
+    assert parser.requests[0].body_size == 32000

@@ -15,16 +15,29 @@ llhttp already rejects, with an error we turn into 400: Content-Length together 
 Transfer-Encoding, duplicate Content-Length, a Content-Length that is not plain digits, obfuscated
 or repeated Transfer-Encoding, bare CR or LF, obs-fold, control characters in names and values,
 invalid chunk sizes (``0x``, signs), and unknown methods. This module adds what llhttp leaves to
-the application: version checks (0.9 and 2.x are not spoken here), exactly one Host on HTTP/1.1,
-Transfer-Encoding on HTTP/1.0, ``_`` in header names (dropped: they would alias ``-`` names in the
-WSGI environ), trailing whitespace in values (trimmed), trailers (never merged into headers), and
-every size limit.
+the application: version checks (0.9 and 2.x are not spoken here, nor RTSP or ICE, which llhttp
+also knows), a valid Host (exactly one on HTTP/1.1, at most one on 1.0), one Transfer-Encoding
+line at most and none on HTTP/1.0, ``Connection: close`` winning over ``keep-alive``, ``_`` in
+header names (dropped: they would alias ``-`` names in the WSGI environ), trailing whitespace in
+values (trimmed), trailers (never merged into headers), and every size limit.
+
+Sizes are counted on what the request means, so a request gets the same answer however the
+network splits it: the request line is method, target and version with two spaces (CRLF not
+counted, as gunicorn does), the header section is that line plus each field as ``name: value``
+with its CRLF, and the blank line. llhttp buffers a field until it is complete, so bytes that
+arrive without completing anything are bounded too (`_STALL_SLACK` past the limit, plus one read):
+an endless header or trailer value, or an endless chunk extension, costs a bounded buffer.
+
+The protocol name and HTTP/0.9 need the raw request line, which llhttp does not hand over: the
+bytes a message's head arrived in are searched for the target followed by its protocol (see
+`_check_request_line`). That costs two substring scans of each read, nothing per header.
 
 No socket, loop, clock or thread here: the transport feeds bytes and reads `requests`.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections import deque
 from typing import BinaryIO
@@ -35,11 +48,40 @@ from frontdesk.errors import ProtocolError
 
 IDLE, HEADERS, BODY = 0, 1, 2
 
+# Bytes that may arrive past the header-section limit without completing a field before the
+# request is refused: whitespace llhttp skips is not counted by the meaning-based count, and a
+# field is counted only once llhttp completes it (module docstring).
+_STALL_SLACK = 8192
+# `SP target SP HTTP/x.y` around the target, for the request-line length (CRLF not counted).
+_REQUEST_LINE_EXTRA = 10
+
+# RFC 9110 §7.2 / RFC 3986 §3.2.2: uri-host [ ":" port ]; the host is an IP-literal, or a
+# reg-name (IPv4 addresses are reg-names too) that must not be empty for http (RFC 9110 §4.2.1).
+_HOST = re.compile(
+    rb"(?:\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+)\]"
+    rb"|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})+)"
+    rb"(?::[0-9]*)?"
+)
+# Host values seen valid; they repeat, so most requests pay a dict lookup, not a regex.
+_VALID_HOSTS: dict[bytes, bool] = {}
+_VALID_HOSTS_MAX = 1024
+
 # llhttp hands the method over as bytes; interning the common ones saves a decode per request.
 _METHODS = {
     m.encode(): m
     for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
 }
+
+
+def _valid_host(value: bytes) -> bool:
+    if value in _VALID_HOSTS:
+        return True
+    if _HOST.fullmatch(value) is None:
+        return False
+    if len(_VALID_HOSTS) >= _VALID_HOSTS_MAX:
+        _VALID_HOSTS.clear()
+    _VALID_HOSTS[value] = True
+    return True
 
 
 def _is_absolute_form(target: bytes) -> bool:
@@ -124,6 +166,7 @@ class RequestParser:
         "_url_size",
         "_fields",
         "_hosts",
+        "_connection_close",
         "_expect",
         "_content_length",
         "_chunked",
@@ -131,7 +174,11 @@ class RequestParser:
         "_upgrade_body_left",
         "_section_bytes",
         "_header_bytes",
+        "_stalled_bytes",
         "_began_this_feed",
+        "_data",
+        "_odd_protocol",
+        "_head_parts",
         "_body_parts",
         "_body_file",
         "_error",
@@ -151,14 +198,21 @@ class RequestParser:
         self._url_size = 0
         self._fields = 0
         self._hosts = 0
+        self._connection_close = False
         self._expect = False
         self._content_length = -1
         self._chunked = False
         self._upgrade = False
         self._upgrade_body_left = 0
         self._header_bytes = 0
+        self._stalled_bytes = 0
         self._section_bytes = 0
         self._began_this_feed = False
+        # The read being parsed, whether it may name another protocol, and the earlier reads of
+        # a head that spans several: for `_check_request_line` (module docstring).
+        self._data = b""
+        self._odd_protocol = False
+        self._head_parts: list[bytes] | None = None
         self._body_parts: list[bytes] = []
         self._body_file: BinaryIO | None = None
         self._error: ProtocolError | None = None
@@ -172,6 +226,10 @@ class RequestParser:
             if self._upgrade_body_left:
                 self._take_upgrade_body(data)
             return  # bytes after an Upgrade request are not HTTP/1.1; ignore them
+        self._data = data
+        self._odd_protocol = b"RTSP/" in data or b"ICE/" in data
+        request = self._request
+        progress = (request.body_size, self._fields) if request is not None else None
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -192,17 +250,44 @@ class RequestParser:
             if error is None:
                 error = ProtocolError(400, str(exc) or "malformed request")
             raise error from None
-        if self.state == HEADERS:
-            # A header section still open after this read. The read in which the message began
-            # is not counted (its start may belong to the previous request), so the bound is
-            # the limit plus at most one read, and memory stays bounded either way.
-            if self._began_this_feed:
-                self._began_this_feed = False
-            else:
-                self._header_bytes += len(data)
-                if self._header_bytes > self._limits.header_size:
+        state = self.state
+        if state == HEADERS:
+            self._head_continues(data)
+        elif state == BODY and self._chunked:
+            # Chunk framing and trailers: llhttp buffers a trailer field until it is complete,
+            # so a read that completes neither body data nor a field counts as stalled.
+            request = self._request
+            if progress is not None and progress == (request.body_size, self._fields):  # type: ignore[union-attr]
+                self._stalled_bytes += len(data)
+                if self._stalled_bytes > self._limits.header_size + _STALL_SLACK:
                     self._discard_body()
-                    raise ProtocolError(431, "request header section too large")
+                    raise ProtocolError(431, "chunk extension or trailer section too large")
+            else:
+                self._stalled_bytes = 0
+
+    def _head_continues(self, data: bytes) -> None:
+        """A header section still open after this read: bound the bytes llhttp holds for it
+        (the read in which the message began is not counted, as its start may belong to the
+        previous request: the bound is the limit plus slack plus one read), keep the reads of
+        the request line, and refuse HTTP/0.9 as soon as its line ends."""
+        if self._began_this_feed:
+            self._began_this_feed = False
+            self._head_parts = [data]
+        else:
+            self._header_bytes += len(data)
+            if self._header_bytes > self._limits.header_size + _STALL_SLACK:
+                self._discard_body()
+                raise ProtocolError(431, "request header section too large")
+            parts = self._head_parts
+            if parts is not None and self._fields == 0 and len(parts) < 64:
+                parts.append(data)  # the request line may still be arriving
+        if self._fields == 0 and self._url:
+            # HTTP/0.9 (`GET /path` CRLF, no version): llhttp would wait for a header section
+            # that never comes. Answer now instead of at the header timeout.
+            line = b"%b %b\r" % (self._parser.get_method(), b"".join(self._url))
+            region = b"".join(self._head_parts) if self._head_parts else data
+            if region.startswith(line) or b"\n" + line in region:
+                raise ProtocolError(400, "HTTP/0.9 is not supported")
 
     def _take_upgrade_body(self, data: bytes) -> None:
         part = data[: self._upgrade_body_left]
@@ -230,13 +315,16 @@ class RequestParser:
         self._url_size = 0
         self._fields = 0
         self._hosts = 0
+        self._connection_close = False
         self._expect = False
         self._content_length = -1
         self._chunked = False
         self._upgrade = False
         self._header_bytes = 0
+        self._stalled_bytes = 0
         self._section_bytes = 0
         self._began_this_feed = True
+        self._head_parts = None
 
     def on_url(self, fragment: bytes) -> None:
         self._url_size += len(fragment)
@@ -263,14 +351,26 @@ class RequestParser:
         lname = name.lower()
         if lname == b"host":
             self._hosts += 1
+            if not _valid_host(value):
+                self._fail(400, "invalid Host header")  # RFC 9112 §3.2
         elif lname == b"content-length":
             self._content_length = int(value)  # llhttp accepted only digits here
         elif lname == b"transfer-encoding":
             # llhttp accepts only a final `chunked`; other codings before it (gzip, chunked)
-            # are valid HTTP we do not implement: RFC 9112 §6.1 says 501.
+            # are valid HTTP we do not implement: RFC 9112 §6.1 says 501. A second line would
+            # be read as a list with the first (RFC 9110 §5.3), which llhttp does not do: the
+            # classic obfuscation, refused.
+            if self._chunked:
+                self._fail(400, "more than one Transfer-Encoding field")
             if b"," in value:
                 self._fail(501, "transfer codings other than chunked are not supported")
             self._chunked = True
+        elif lname == b"connection":
+            # RFC 9112 §9.3: `close` wins, also over an HTTP/1.0 `keep-alive` (llhttp lets the
+            # latter win).
+            lowered = value.lower()
+            if b"close" in lowered and any(t.strip() == b"close" for t in lowered.split(b",")):
+                self._connection_close = True
         elif lname == b"expect":
             self._expect = value.lower() == b"100-continue"
         self._request.headers.append((name, value))  # type: ignore[union-attr]
@@ -287,21 +387,26 @@ class RequestParser:
         method = parser.get_method()
         request.method = _METHODS.get(method) or method.decode("ascii")
         request.target = self._url[0] if len(self._url) == 1 else b"".join(self._url)
+        self._check_request_line(method, request.target)
+        if len(method) + len(request.target) + _REQUEST_LINE_EXTRA > self._limits.request_line:
+            self._fail(414, "request line too long")
+        if self._section_bytes + len(method) + _REQUEST_LINE_EXTRA + 4 > self._limits.header_size:
+            self._fail(431, "request header section too large")
         if request.target[:1] != b"/" and not _is_absolute_form(request.target):
             # RFC 9112 §3.2: authority-form is for CONNECT to a proxy, which this is not;
             # asterisk-form is for OPTIONS only; nothing else is a request-target.
             if request.target != b"*" or request.method != "OPTIONS":
                 self._fail(400, f"request-target not allowed here: {request.target[:50]!r}")
         request.version = version
-        request.keep_alive = parser.should_keep_alive()
+        request.keep_alive = parser.should_keep_alive() and not self._connection_close
         request.chunked = self._chunked
         self._upgrade = parser.should_upgrade()
         if self._upgrade and request.chunked:
             self._fail(501, "a chunked body on an Upgrade request is not supported")
-        if version == "1.1":
-            if self._hosts != 1:
-                self._fail(400, "an HTTP/1.1 request needs exactly one Host header")
-        elif request.chunked:
+        if self._hosts != 1 and (version == "1.1" or self._hosts):
+            self._fail(400, "an HTTP/1.1 request needs exactly one Host header" if self._hosts == 0
+                       else "more than one Host header")
+        if version == "1.0" and request.chunked:
             # RFC 9112 §6.1: Transfer-Encoding on HTTP/1.0 means faulty framing upstream.
             self._fail(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request")
         if self._limits.body and self._content_length > self._limits.body:
@@ -312,6 +417,23 @@ class RequestParser:
         self._body_parts = []
         self._body_file = None
         self.state = BODY
+
+    def _check_request_line(self, method: bytes, target: bytes) -> None:
+        """Refuse RTSP and ICE request lines, which llhttp parses like HTTP ones (RFC 9112 §2.3:
+        the protocol name is `HTTP`, case-sensitive). The head's bytes are searched for the
+        method and target followed by the other protocol; only reads that contain one of the
+        names at all are searched (module docstring)."""
+        parts = self._head_parts
+        self._head_parts = None
+        if parts:  # the head came in several reads; the last one is being parsed
+            region = b"".join(parts) + self._data
+            suspect = b"RTSP/" in region or b"ICE/" in region
+        else:
+            region = self._data
+            suspect = self._odd_protocol
+        if suspect and (b"%b %b RTSP/" % (method, target) in region
+                        or b"%b %b ICE/" % (method, target) in region):
+            self._fail(400, "not an HTTP request line")
 
     def on_body(self, data: bytes) -> None:
         self.expect_continue = False  # the client did not wait for us; no interim reply needed
@@ -342,6 +464,8 @@ class RequestParser:
     def _complete(self) -> None:
         request = self._request
         assert request is not None
+        if request.chunked and request.keep_alive and not self._parser.should_keep_alive():
+            request.keep_alive = False  # a `Connection: close` trailer: llhttp will refuse more
         if self._body_file is not None:
             self._body_file.seek(0)
             request.body = self._body_file
