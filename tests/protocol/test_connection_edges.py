@@ -58,3 +58,25 @@ def test_upgrade_request_body_reaches_the_app(apps_server):
     out = apps_server.raw(b"POST /environ HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
                           b"Upgrade: h2c\r\nContent-Length: 11\r\n\r\nhello=world")
     assert out.startswith(b"HTTP/1.1 200 OK") and b'"body_head": "hello=world"' in out
+
+
+def test_pipelined_request_completed_in_two_reads_gets_no_stray_408(server_factory):
+    # The header timer armed by the first half must not fire once the request is complete and
+    # waits behind a slow one: the client would take the 408 as the answer to its next request.
+    server = server_factory("tests.apps:router", "--workers", "1", "--header-timeout", "1")
+    with socket.create_connection((server.host, server.port)) as sock:
+        sock.sendall(b"GET /sleep?2 HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHo")
+        time.sleep(0.3)
+        sock.sendall(b"st: x\r\n\r\n")
+        sock.settimeout(5)
+        data = b""
+        while data.count(b"HTTP/1.1 200 OK") < 2 or not data.endswith(b"Hello, World!"):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        sock.settimeout(2.5)  # past the header timeout: nothing more may come
+        try:
+            extra = sock.recv(65536)
+        except socket.timeout:
+            extra = b"(nothing)"
+    assert b"408" not in data and extra == b"(nothing)"

@@ -204,6 +204,8 @@ class HttpConnection(asyncio.Protocol):
                     self.phase = NO_DEADLINE  # the client waits for our 100, which waits its turn
                 else:
                     self._set_deadline(BODY, self.worker.config.body_timeout)
+            elif self.busy and (self.phase == HEADERS or self.phase == BODY):
+                self.phase = NO_DEADLINE  # the request it timed is complete, queued behind one
             if parser.requests and not self._reading_paused and self._queued_too_much():
                 self._pause_reading()
 
