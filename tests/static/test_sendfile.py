@@ -289,6 +289,51 @@ def test_cancel_while_waiting_cleans_up(run, data_file) -> None:  # type: ignore
     run(main)
 
 
+def test_client_taking_nothing_times_out_and_cleans_up(run, data_file) -> None:  # type: ignore[no-untyped-def]
+    f, data = data_file
+
+    async def job(transport: asyncio.Transport) -> None:
+        await sendfile(transport, f, 0, len(data), timeout=0.5)
+
+    async def main() -> float:
+        server, port, results = await start(job)
+        before = fd_count()
+        _reader, writer = await connect(port, rcvbuf=65536)
+        writer.transport.pause_reading()  # the client stops reading at once
+        started = time.monotonic()
+        while not results and time.monotonic() - started < 5:
+            await asyncio.sleep(0.02)
+        waited = time.monotonic() - started
+        assert len(results) == 1 and isinstance(results[0], TimeoutError), results
+        writer.close()
+        await settle()
+        assert fd_count() == before
+        server.close()
+        return waited
+
+    assert 0.4 <= run(main) < 3
+
+
+def test_one_call_never_sends_more_than_the_chunk(run, data_file, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # nginx's sendfile_max_chunk: a fast reader must not hold the loop in one long call.
+    f, data = data_file
+    asked: list[int] = []
+    real = os.sendfile
+    monkeypatch.setattr(os, "sendfile", lambda *a: asked.append(a[3]) or real(*a))
+
+    async def job(transport: asyncio.Transport) -> None:
+        await sendfile(transport, f, 0, len(data))
+
+    async def main() -> bytes:
+        server, port, results = await start(job)
+        got = await read_all(port)
+        server.close()
+        return got
+
+    assert run(main) == data
+    assert max(asked) <= 2 * MIB
+
+
 def test_region_beyond_the_end_of_the_file_is_an_oserror(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "short").write_bytes(b"x" * 1000)
 

@@ -301,9 +301,13 @@ class Worker:
         self._tick_handle = self.loop.call_later(1.0 - time.time() % 1.0 + 0.001, self._tick)
 
     def _expire_deadlines(self, now: float) -> None:
-        for connection in [c for c in self.connections if c.phase != NO_DEADLINE]:
-            if now >= connection.deadline:
+        send_timeout = self.config.send_timeout
+        for connection in [c for c in self.connections
+                           if c.phase != NO_DEADLINE or c.write_paused or c.closing]:
+            if connection.phase != NO_DEADLINE and now >= connection.deadline:
                 connection.on_deadline()
+            if connection.write_paused or connection.closing:
+                connection.check_send_progress(now, send_timeout)
 
     def _tick_rate_limiter(self, now: float) -> None:
         """Forget idle clients' buckets; one warning a second for requests refused, not one each

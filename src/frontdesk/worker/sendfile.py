@@ -13,16 +13,18 @@ transport on a *duplicate* of its socket fd:
    head, earlier pipelined responses) go out first. Waiting means: register a writer on the
    duplicate and re-check `get_write_buffer_size()` when the socket is writable — the transport
    flushes on the same readiness, so this converges without polling or busy looping.
-3. `os.sendfile(dup, file, offset, n)` until done; on EAGAIN wait for writability of the duplicate
-   the same way, and yield to the loop every 4 MiB even without EAGAIN (a fast reader must not
-   starve the other connections). The kernel copies page cache to socket: no bytes pass through
-   Python.
+3. `os.sendfile(dup, file, offset, n)` until done, at most 2 MiB a call (nginx's
+   sendfile_max_chunk: one call to a fast reader must not hold the loop for long); on EAGAIN wait
+   for writability of the duplicate the same way, and yield to the loop every 4 MiB even without
+   EAGAIN (a fast reader must not starve the other connections). The kernel copies page cache to
+   socket: no bytes pass through Python.
 4. Always `remove_writer` and close the duplicate before returning. (Removing first matters: an
    epoll registration of a dup'ed fd outlives close() while the original fd is still open.)
 
 While waiting for the socket, a timer re-checks every second whether the transport was closed
-(our duplicate would keep a half-dead socket open and writable never come). The caller should
-still cancel the task on its own timeouts; cancellation is clean.
+(our duplicate would keep a half-dead socket open and writable never come), and whether the
+client has taken nothing for `timeout` seconds (then TimeoutError: nginx's send_timeout).
+Cancellation is clean.
 
 Fallback, used when sendfile cannot be (a TLS transport, no socket fd, a file system without
 sendfile support): `os.pread` 256 KiB chunks and `transport.write` them, waiting between chunks on
@@ -53,7 +55,7 @@ class _HasFileno(Protocol):
 
 
 _CHUNK = 256 * 1024
-_MAX_SENDFILE = 1 << 30  # per call; Linux caps a single sendfile near 2 GiB
+_MAX_SENDFILE = 2 * 1024 * 1024  # per call (module docstring)
 _CLOSE_CHECK_INTERVAL = 1.0
 # A client that reads as fast as we send never makes sendfile return EAGAIN: yield to the loop
 # after this many bytes anyway, so one fast download cannot starve the other connections.
@@ -90,24 +92,30 @@ def _check_closing(
     transport: asyncio.Transport,
     fut: asyncio.Future[None],
     holder: list[asyncio.TimerHandle],
+    deadline: float,
 ) -> None:
     if fut.done():  # pragma: no cover - woken in the same loop iteration
         return
     if transport.is_closing():
         fut.set_exception(ConnectionResetError("transport closed during sendfile"))
+    elif loop.time() >= deadline:
+        fut.set_exception(TimeoutError("the client took none of the file for the send timeout"))
     else:
         holder[0] = loop.call_later(
-            _CLOSE_CHECK_INTERVAL, _check_closing, loop, transport, fut, holder
+            _CLOSE_CHECK_INTERVAL, _check_closing, loop, transport, fut, holder, deadline
         )
 
 
-async def _writable(loop: asyncio.AbstractEventLoop, fd: int, transport: asyncio.Transport) -> None:
-    """Wait until `fd` (our duplicate) is writable, or raise if the transport closes meanwhile."""
+async def _writable(
+    loop: asyncio.AbstractEventLoop, fd: int, transport: asyncio.Transport, timeout: float
+) -> None:
+    """Wait until `fd` (our duplicate) is writable; raise if the transport closes meanwhile, or
+    if `timeout` seconds pass first."""
     fut: asyncio.Future[None] = loop.create_future()
     holder: list[asyncio.TimerHandle] = []
-    holder.append(
-        loop.call_later(_CLOSE_CHECK_INTERVAL, _check_closing, loop, transport, fut, holder)
-    )
+    deadline = loop.time() + timeout
+    holder.append(loop.call_later(min(_CLOSE_CHECK_INTERVAL, timeout), _check_closing, loop,
+                                  transport, fut, holder, deadline))
     loop.add_writer(fd, _wake, fut)
     try:
         await fut
@@ -127,12 +135,14 @@ async def sendfile(
     offset: int,
     count: int,
     *,
+    timeout: float = 60.0,
     drain: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Send `count` bytes of `file` (anything with fileno()) from `offset` over `transport`.
 
-    `drain`, optional, is awaited between chunks in the read/write fallback (e.g. the protocol's
-    wait-for-resume_writing); sendfile proper does not need it. See the module docstring.
+    `timeout`: seconds the client may take nothing before TimeoutError. `drain`, optional, is
+    awaited between chunks in the read/write fallback (e.g. the protocol's wait-for-
+    resume_writing); sendfile proper does not need it. See the module docstring.
     """
     if offset < 0 or count < 0:
         raise ValueError("offset and count must be non-negative")
@@ -143,12 +153,12 @@ async def sendfile(
     file_fd = file.fileno()
     sock_fd = _socket_fd(transport)
     if sock_fd is None or not hasattr(os, "sendfile"):
-        await _fallback(loop, transport, None, file_fd, offset, count, drain)
+        await _fallback(loop, transport, None, file_fd, offset, count, drain, timeout)
         return
     dup = os.dup(sock_fd)
     try:
         while transport.get_write_buffer_size():
-            await _writable(loop, dup, transport)
+            await _writable(loop, dup, transport, timeout)
             _ensure_open(transport)
         sent_any = False
         since_yield = 0
@@ -156,12 +166,12 @@ async def sendfile(
             try:
                 n = os.sendfile(dup, file_fd, offset, min(count, _MAX_SENDFILE))
             except BlockingIOError:
-                await _writable(loop, dup, transport)
+                await _writable(loop, dup, transport, timeout)
                 _ensure_open(transport)
                 continue
             except OSError as exc:
                 if not sent_any and exc.errno in _UNSUPPORTED:
-                    await _fallback(loop, transport, dup, file_fd, offset, count, drain)
+                    await _fallback(loop, transport, dup, file_fd, offset, count, drain, timeout)
                     return
                 raise
             if n == 0:
@@ -186,6 +196,7 @@ async def _fallback(
     offset: int,
     count: int,
     drain: Callable[[], Awaitable[None]] | None,
+    timeout: float,
 ) -> None:
     delay = 0.001
     while count:
@@ -202,7 +213,7 @@ async def _fallback(
         while transport.get_write_buffer_size() > _CHUNK:
             _ensure_open(transport)
             if dup is not None:
-                await _writable(loop, dup, transport)
+                await _writable(loop, dup, transport, timeout)
             else:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.05)

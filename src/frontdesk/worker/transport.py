@@ -27,8 +27,12 @@ Timers are deadlines checked by the worker's once-a-second sweep (no timer objec
     ========  ==========================  ===============================
 
 Back-pressure: an app thread `reserve()`s room before handing bytes over; past the buffer bound
-(or while the transport says its buffer is full) it waits, up to the send timeout without
-progress, then the connection is aborted and the thread released.
+(or while the transport says its buffer is full) it waits. Static replies, made in the loop, stop
+being dispatched while the transport's buffer is full, and pipelined requests then queue up to
+`MAX_QUEUED_REQUESTS` before reading pauses: a client that sends requests but never reads holds
+one buffer, not one per request. A client that takes none of its unsent response for
+`--send-timeout` is reset by the worker's sweep (`check_send_progress`), which also releases a
+waiting app thread; a file being sent with sendfile has the same timeout inside `sendfile`.
 
 Draining (the worker's graceful stop): every response from then on says `Connection: close`. A
 response whose head was made before the drain began promised keep-alive, so its client may send
@@ -107,6 +111,7 @@ class HttpConnection(asyncio.Protocol):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.closed = False
+        self.closing = False  # closing after what is written; read by the worker's sweep
         self.busy = False
         self.deadline = 0.0
         self.phase = NO_DEADLINE
@@ -127,7 +132,6 @@ class HttpConnection(asyncio.Protocol):
         self.parser = parsing.RequestParser(worker.limits)
         self.transport: asyncio.Transport | None = None
         self._error: ProtocolError | None = None
-        self._closing = False
         self._lingering = 0  # bytes still to discard after an error response, when > 0
         self._proxy_header: bytes | None = None
         self._eof = False
@@ -138,7 +142,8 @@ class HttpConnection(asyncio.Protocol):
         # only, so their difference is exact without a lock.
         self.pushed = 0
         self.delivered = 0
-        self._write_paused = False
+        self.write_paused = False  # the transport's buffer is over its high-water mark
+        self._unsent_mark: tuple[int, float] | None = None  # (unsent bytes, since) for the sweep
         self._thread_waiting = False
         self._drained = threading.Event()
         # Replies that arrive while a file is being sent with sendfile.
@@ -179,7 +184,7 @@ class HttpConnection(asyncio.Protocol):
             if self._lingering <= 0:
                 self._close()
             return
-        if self._closing:
+        if self.closing:
             return
         if self._proxy_header is not None:
             data = self._read_proxy_header(data)
@@ -265,11 +270,13 @@ class HttpConnection(asyncio.Protocol):
         self._notify_thread()
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.write_paused = True
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.write_paused = False
         self._notify_thread()
+        if not self.busy and self.parser.requests and not self.closing:
+            self._start_next()  # static replies stopped at the high-water mark (module docstring)
 
     # -- dispatch -------------------------------------------------------------------------------
 
@@ -282,14 +289,14 @@ class HttpConnection(asyncio.Protocol):
         finally:
             self._dispatching = False
         if self._reading_paused and not self.busy and not self.parser.requests and (
-                self._error is None and not self._closing):
+                self._error is None and not self.closing):
             self._reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
 
     def _dispatch_queued(self) -> None:
         requests = self.parser.requests
         worker = self.worker
-        while requests and not self.busy and not self._closing:
+        while requests and not self.busy and not self.closing and not self.write_paused:
             request = requests.popleft()
             request.started = time.monotonic()
             self._current = request
@@ -328,7 +335,7 @@ class HttpConnection(asyncio.Protocol):
 
     def deliver(self, data: Any, end: int) -> None:
         """A reply for the current request (from the Outbox, in the loop thread)."""
-        if self.closed or self._closing:
+        if self.closed or self.closing:
             close = getattr(data, "close", None)
             if close is not None and type(data) is not bytes:
                 close()
@@ -535,12 +542,16 @@ class HttpConnection(asyncio.Protocol):
         from frontdesk.worker.sendfile import sendfile
 
         try:
-            await sendfile(self.transport, region.file, region.offset, region.count)
+            await sendfile(self.transport, region.file, region.offset, region.count,
+                           timeout=self.worker.config.send_timeout)
             self._file_bytes += region.count
         except (ConnectionError, OSError) as exc:
             if not self.closed:
                 log.info("sendfile stopped: %s", exc)
-                self.transport.abort()  # type: ignore[union-attr]
+                if isinstance(exc, TimeoutError):
+                    self._reset()
+                else:
+                    self.transport.abort()  # type: ignore[union-attr]
             end = DONE_CLOSE
         finally:
             close = getattr(region, "close", None)
@@ -573,7 +584,7 @@ class HttpConnection(asyncio.Protocol):
         error = self._error
         assert error is not None
         log.info("%s: %d %s", self.environ_base.get("REMOTE_ADDR", "?"), error.status, error.reason)
-        if self.closed or self._closing:
+        if self.closed or self.closing:
             return
         data = serialize.error_response(error.status)
         transport = self.transport
@@ -612,7 +623,7 @@ class HttpConnection(asyncio.Protocol):
         """Graceful stop: every response from now on closes the connection; one with nothing in
         progress may still send a request for `grace` seconds (module docstring)."""
         self._keep_alive = False
-        if self._closing or self._lingering:
+        if self.closing or self._lingering:
             return
         if not self.busy and not self.parser.requests and self.parser.state == parsing.IDLE:
             deadline = time.monotonic() + grace
@@ -631,7 +642,7 @@ class HttpConnection(asyncio.Protocol):
     def _close(self) -> None:
         """Close after what is written; nothing received after this point is answered."""
         self.phase = NO_DEADLINE
-        self._closing = True
+        self.closing = True
         self._lingering = 0
         self.parser.requests.clear()
         if not self.closed and self.transport is not None:
@@ -643,37 +654,26 @@ class HttpConnection(asyncio.Protocol):
         """App thread: wait until `nbytes` more may be queued. False: the client is gone."""
         if self.closed:
             return False
-        if self._write_paused or self.pushed - self.delivered > BUFFER_LIMIT:
+        if self.write_paused or self.pushed - self.delivered > BUFFER_LIMIT:
             if not self._wait_for_room():
                 return False
         self.pushed += nbytes
         return True
 
     def _wait_for_room(self) -> bool:
-        timeout = self.worker.config.send_timeout
-        progress_mark = (self.delivered, self.transport.get_write_buffer_size())  # type: ignore[union-attr]
-        deadline = time.monotonic() + timeout
+        """Until the loop has room for more, or the connection is gone. A client that takes
+        nothing is reset by the sweep after --send-timeout (`check_send_progress`): the
+        connection closes and this returns False."""
         drained = self._drained
         while True:
             drained.clear()
             self._thread_waiting = True
             if self.closed:
                 return False
-            if not (self._write_paused or self.pushed - self.delivered > BUFFER_LIMIT):
+            if not (self.write_paused or self.pushed - self.delivered > BUFFER_LIMIT):
                 self._thread_waiting = False
                 return True
-            now = time.monotonic()
-            # Progress is the client taking bytes: our buffer shrinking, or more handed over.
-            mark = (self.delivered, self.transport.get_write_buffer_size())  # type: ignore[union-attr]
-            if mark[0] != progress_mark[0] or mark[1] < progress_mark[1]:
-                deadline = now + timeout
-            progress_mark = mark
-            if now >= deadline:
-                self._thread_waiting = False
-                log.info("client did not read its response for %.0f s; resetting", timeout)
-                self.worker.loop.call_soon_threadsafe(self._reset)
-                return False
-            drained.wait(min(deadline - now, 1.0))
+            drained.wait(1.0)  # woken by resume_writing, deliver and connection_lost
 
     def abandon(self, status: int) -> bool:
         """The app thread serving this connection is given up on (request timeout): answer
@@ -696,6 +696,25 @@ class HttpConnection(asyncio.Protocol):
         """Cut the connection now (no more bytes are sent)."""
         if not self.closed and self.transport is not None:
             self.transport.abort()
+
+    def check_send_progress(self, now: float, timeout: float) -> None:
+        """Worker's sweep, for a connection whose writes are paused or that is closing: reset it
+        if its client took none of the unsent response for `timeout` seconds (nginx's
+        send_timeout). Otherwise a closing connection would wait for its buffer to drain
+        forever, and a stalled app thread would wait with it."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        unsent = transport.get_write_buffer_size()
+        mark = self._unsent_mark
+        if not unsent:
+            self._unsent_mark = None
+        elif mark is None or unsent < mark[0]:
+            self._unsent_mark = (unsent, now)  # new, or the client took some: progress
+        elif now - mark[1] >= timeout:
+            log.info("%s: the client took none of its response for %.0f s; resetting",
+                     self.environ_base.get("REMOTE_ADDR", "?"), timeout)
+            self._reset()
 
     def _reset(self) -> None:
         """Abort with an RST, so the kernel drops the unsent bytes too (nginx's
