@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import threading
@@ -74,11 +75,46 @@ def test_backlog_limit_sheds_with_503_and_retry_after(server_factory):
 def test_max_queue_time_sheds_requests_that_waited_too_long(server_factory):
     server = server_factory("tests.apps:router", "--workers", "1", "--threads", "1",
                             "--max-queue-time", "0.3")
-    slow = threading.Thread(target=httpx.get, args=(server.url + "/sleep?1",),
+    slow = threading.Thread(target=httpx.get, args=(server.url + "/sleep?3",),
                             kwargs={"timeout": 10})
     slow.start()
     time.sleep(0.2)
+    started = time.monotonic()
     waited = httpx.get(server.url + "/hello", timeout=10)
     assert waited.status_code == 503 and "retry-after" in waited.headers
+    # At once (the loop sheds it), not when the busy thread frees up 2.8 s later.
+    assert time.monotonic() - started < 1.0
     slow.join()
     assert httpx.get(server.url + "/hello").status_code == 200
+
+
+def test_backlog_limit_counts_only_requests_no_idle_thread_will_take(server_factory):
+    # 8 idle threads, a burst of 8 requests read in the same loop iteration: none must wait, so
+    # none is shed, however small the backlog limit.
+    server = server_factory("tests.apps:router", "--workers", "1", "--threads", "8",
+                            "--backlog-limit", "2")
+    socks = [socket.create_connection((server.host, server.port)) for _ in range(8)]
+    for sock in socks:
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answers = [read_until_close(sock) for sock in socks]
+    for sock in socks:
+        sock.close()
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 8
+
+
+def test_shed_requests_are_logged_once_a_second_not_each(server_factory):
+    server = server_factory("tests.apps:router", "--workers", "1", "--threads", "1",
+                            "--backlog-limit", "1")
+    busy = [threading.Thread(target=httpx.get, args=(server.url + "/sleep?1.5",),
+                             kwargs={"timeout": 10}) for _ in range(2)]
+    for thread in busy:
+        thread.start()
+        time.sleep(0.1)  # one runs, one waits: the backlog is full
+    with httpx.Client(base_url=server.url) as client:
+        statuses = [client.get("/hello").status_code for _ in range(30)]
+    for thread in busy:
+        thread.join()
+    time.sleep(1.2)  # the tick reports
+    assert statuses == [503] * 30
+    counts = [int(m) for m in re.findall(r"answered 503 to (\d+) request\(s\)", server.log)]
+    assert 1 <= len(counts) <= 3 and sum(counts) == 30, server.log

@@ -19,7 +19,13 @@ each parked thread sleeps on its own lock, so a wake-up is one release of one lo
 
 For `--request-timeout`, thread i keeps `running[i] = (channel, request, started)` while it runs a
 request and `None` otherwise: one tuple store per request, no lock (a list item store is atomic
-under the GIL). Only the worker's once-a-second tick reads it (`frontdesk.worker.process`).
+under the GIL). Only the worker's once-a-second tick reads it (`frontdesk.worker.process`). A
+thread given up on (its request timed out) is `replace`d: a new thread takes its slot so the
+queue keeps moving, and the stuck one exits if the app ever returns.
+
+For `--max-queue-time`, the loop takes requests that waited too long off the front of the queue
+itself (`take_stale`) instead of waiting for a thread to find out: the queue is in arrival order,
+and `popleft` is atomic, so each request is taken by exactly one side.
 """
 
 from __future__ import annotations
@@ -80,18 +86,49 @@ class ThreadPool:
         self._idle: list[threading.Lock] = []
         self._wake_scheduled = False
         self._stopping = False
+        self._name = name
         # What each thread runs, and since when (see module docstring).
         self.running: list[tuple[Any, Any, float] | None] = [None] * size
-        self.threads = [
-            threading.Thread(target=self._run, args=(i,), name=f"{name}-{i}", daemon=True)
-            for i in range(size)
-        ]
+        self._generation = [0] * size  # bumped when a slot's thread is replaced
+        self.threads = [self._thread(i) for i in range(size)]
         for thread in self.threads:
             thread.start()
+
+    def _thread(self, index: int) -> threading.Thread:
+        return threading.Thread(target=self._run, args=(index, self._generation[index]),
+                                name=f"{self._name}-{index}", daemon=True)
 
     @property
     def queued(self) -> int:
         return len(self._pending)
+
+    @property
+    def waiting(self) -> int:
+        """Queued requests beyond those the idle threads take at their next wake-up."""
+        return len(self._pending) - len(self._idle)
+
+    def replace(self, index: int) -> None:
+        """Loop thread: slot `index`'s thread is given up on; start another in its place."""
+        self._generation[index] += 1
+        self.running[index] = None
+        thread = self.threads[index] = self._thread(index)
+        thread.start()
+
+    def take_stale(self, too_old: Callable[[Any, Any], bool]) -> list[tuple[Any, Any]]:
+        """Loop thread: take the queued (channel, request) pairs from the front of the queue for
+        which `too_old` is true, stopping at the first that is not (module docstring)."""
+        pending = self._pending
+        taken = []
+        while pending:
+            try:
+                entry = pending.popleft()
+            except IndexError:
+                break  # a thread took the last one
+            if not too_old(*entry):
+                pending.appendleft(entry)
+                break
+            taken.append(entry)
+        return taken
 
     def submit(self, channel: Any, request: Any) -> None:
         """Loop thread only. Queue a request; the wake-up happens once per loop iteration."""
@@ -120,10 +157,11 @@ class ThreadPool:
         for thread in self.threads:
             thread.join(timeout)
 
-    def _run(self, index: int) -> None:
+    def _run(self, index: int, generation: int) -> None:
         pending = self._pending
         idle = self._idle
         running = self.running
+        generations = self._generation
         clock = time.monotonic
         parked = threading.Lock()
         parked.acquire()
@@ -144,11 +182,14 @@ class ThreadPool:
                 continue
             if pending and idle:
                 self._release_idle()
-            running[index] = (channel, request, clock())
+            slot = running[index] = (channel, request, clock())
             try:
                 self._handle(channel, request)
             except BaseException:  # the bridge handles app errors; this is a server bug
                 log.exception("app thread: unexpected error")
-            running[index] = None
+            if generations[index] != generation:
+                return  # replaced while stuck in the app: the slot is another thread's now
+            if running[index] is slot:
+                running[index] = None
             # A parked thread must not pin its last connection or request body.
             channel = request = None

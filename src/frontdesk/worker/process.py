@@ -75,6 +75,8 @@ from frontdesk.wsgi.bridge import Bridge
 log = logging.getLogger("frontdesk.error")
 
 REQUEST_TIMEOUT_STATUS = 504
+# A worker beats once a second; with a --timeout this short it beats 4 times per timeout.
+BEAT_EVERY = 1.0
 # While draining, deadlines are checked this often (not once a second): idle connections close
 # about `DRAIN_IDLE_GRACE` after the drain began, not up to a second later.
 DRAIN_POLL = 0.02
@@ -129,6 +131,10 @@ class Worker:
         limit = getattr(config, "limit_req", None)
         self.rate_limiter = RateLimiter(*limit) if limit else None
         self.retiring = False
+        # Requests answered 503 for overload since the tick last reported, and the last reason:
+        # one warning a second, not one per request, while overloaded.
+        self.shed_count = 0
+        self.shed_reason = ""
         self._master_pid = os.getppid() if master_fd is not None else 0
         self._servers: list[asyncio.AbstractServer] = []
         self._stopped: asyncio.Future[None] | None = None
@@ -190,6 +196,10 @@ class Worker:
             )
             self._servers.append(server)
         self._tick()
+        if self.master_fd is not None and self.config.timeout < 4 * BEAT_EVERY:
+            self._beat()
+        if self.config.max_queue_time:
+            self._shed_stale()
         self._tell_master(common.READY)
         if on_ready is not None:
             on_ready()
@@ -274,6 +284,14 @@ class Worker:
 
     def _tick(self) -> None:
         """Once a second: Date header, connection deadlines, heartbeat, request timeouts."""
+        try:
+            self._tick_once()
+        except Exception:  # a failure here must not stop the heartbeat and the deadlines
+            log.exception("worker %d: the once-a-second tick failed", os.getpid())
+        # Wake at the next whole second so the Date header turns over on time.
+        self._tick_handle = self.loop.call_later(1.0 - time.time() % 1.0 + 0.001, self._tick)
+
+    def _tick_once(self) -> None:
         serialize.refresh_date()
         now = time.monotonic()
         self._expire_deadlines(now)
@@ -286,6 +304,10 @@ class Worker:
                 self._tell_master(common.BEAT)
         if self.config.request_timeout:
             self._check_request_times(now)
+        if self.shed_count:
+            log.warning("overloaded: answered 503 to %d request(s) in the last second (%s)",
+                        self.shed_count, self.shed_reason)
+            self.shed_count = 0
         if self.metrics is not None:
             pool = self.pool
             busy = len(pool.threads) - pool.running.count(None)
@@ -297,8 +319,34 @@ class Worker:
                 log.info("worker %d: %s changed; reloading (--reload)", os.getpid(), changed)
                 self._watcher = None  # the master's HUP replaces this worker
                 os.kill(self._master_pid, signal.SIGHUP)
-        # Wake at the next whole second so the Date header turns over on time.
-        self._tick_handle = self.loop.call_later(1.0 - time.time() % 1.0 + 0.001, self._tick)
+
+    def _beat(self) -> None:
+        """Extra heartbeats for a --timeout under 4 s (the tick beats once a second)."""
+        if self.master_fd is None or self.draining:
+            return
+        self._tell_master(common.BEAT)
+        self.loop.call_later(self.config.timeout / 4, self._beat)
+
+    def note_shed(self, reason: str) -> None:
+        """A request was answered 503 for overload (logged by the tick, once a second)."""
+        self.shed_count += 1
+        self.shed_reason = reason
+
+    def _shed_stale(self) -> None:
+        """--max-queue-time: answer 503 at once to requests that waited too long for a thread,
+        instead of when a thread frees up to find out (which may be long after the client or
+        the router gave up). Runs four times per --max-queue-time, at most once a second."""
+        if self.draining:
+            return
+        now = time.monotonic()
+
+        def too_old(channel: Any, request: Any) -> bool:
+            limit = channel.max_queue_time
+            return bool(limit) and now - request.started > limit
+
+        for channel, request in self.pool.take_stale(too_old):
+            channel.shed_stale(request, now - request.started)
+        self.loop.call_later(min(1.0, self.config.max_queue_time / 4), self._shed_stale)
 
     def _expire_deadlines(self, now: float) -> None:
         send_timeout = self.config.send_timeout
@@ -338,11 +386,12 @@ class Worker:
             return  # it finished just now after all
         stack = "".join(traceback.format_stack(frame)) if frame is not None else "  (finished)\n"
         answered = channel.abandon(REQUEST_TIMEOUT_STATUS)
+        self.pool.replace(index)  # the requests queued behind it still get a thread
         log.error(
             "request timeout: %s %s from %s has run %.1f s (--request-timeout %g) in thread %s of"
             " worker %d. The thread's stack, most recent call last:\n%s"
-            "The client %s. The thread is abandoned; this worker is replaced once its other"
-            " requests finish.",
+            "The client %s. The thread is abandoned (another takes its place); this worker is"
+            " replaced once its other requests finish.",
             request.method, request.target.decode("latin-1"),
             channel.environ_base.get("REMOTE_ADDR", "?"), now - started,
             self.config.request_timeout, thread.name, os.getpid(), stack,

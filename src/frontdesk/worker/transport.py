@@ -326,7 +326,7 @@ class HttpConnection(asyncio.Protocol):
             if limiter is not None and self._over_rate(request, limiter):
                 continue
             limit = worker.config.backlog_limit
-            if limit and worker.pool.queued >= limit:
+            if limit and worker.pool.waiting >= limit:
                 self._shed(request)
                 continue
             if self._request_start and self._queued_upstream(request):
@@ -471,8 +471,16 @@ class HttpConnection(asyncio.Protocol):
 
     def _shed(self, request: parsing.Request) -> None:
         """503 + Retry-After at once: better than queueing into a timeout (Heroku's H12)."""
-        log.warning("backlog limit reached (%d waiting): answered 503",
-                    self.worker.pool.queued)
+        self.worker.note_shed(f"--backlog-limit {self.worker.config.backlog_limit}")
+        if self.metrics is not None:
+            self.metrics.shed()
+        self._answer_local(request, 503, b"Retry-After: 1\r\n")
+
+    def shed_stale(self, request: parsing.Request, waited: float) -> None:
+        """--max-queue-time: the worker took this request off the thread queue (it waited
+        `waited` seconds for a thread); answer 503 + Retry-After now."""
+        self.worker.note_shed(f"waited over --max-queue-time {self.worker.config.max_queue_time:g} s")
+        self.queued = waited
         if self.metrics is not None:
             self.metrics.shed()
         self._answer_local(request, 503, b"Retry-After: 1\r\n")
@@ -531,10 +539,10 @@ class HttpConnection(asyncio.Protocol):
         if waited < base:
             self.max_queue_time = base - waited  # the bridge compares only its own wait
             return False
-        log.warning("%s %s: waited %.3g s before reaching this server (X-Request-Start), over "
-                    "--max-queue-time %g: answered 503", request.method,
-                    request.target.decode("latin-1"), waited, base)
+        self.worker.note_shed(f"X-Request-Start over --max-queue-time {base:g} s")
         self.queued = 0.0  # observed as `upstream`
+        if self.metrics is not None:
+            self.metrics.shed()
         self._answer_local(request, 503, b"Retry-After: 1\r\n")
         return True
 
@@ -623,6 +631,8 @@ class HttpConnection(asyncio.Protocol):
         """Graceful stop: every response from now on closes the connection; one with nothing in
         progress may still send a request for `grace` seconds (module docstring)."""
         self._keep_alive = False
+        if self._current is not None:
+            self._current.keep_alive = False  # a head not made yet says Connection: close
         if self.closing or self._lingering:
             return
         if not self.busy and not self.parser.requests and self.parser.state == parsing.IDLE:
@@ -682,13 +692,20 @@ class HttpConnection(asyncio.Protocol):
         dropped. True if the client got `status`."""
         if self.closed or self.transport is None:
             return False
+        request = self._current
+        sent = 0
         if self.delivered or self._file_bytes or self._sending_file:
             self.transport.abort()
             answered = False
         else:
-            self.transport.write(serialize.error_response(status))
+            data = serialize.error_response(status)
+            self.transport.write(data)
             self.transport.close()
-            answered = True
+            answered, sent, self.status = True, len(data), status
+        if self.metrics is not None and request is not None:
+            self.metrics.request(metrics.method_index(request.method), self.status or status,
+                                 time.monotonic() - request.started, self.queued,
+                                 request.body_size, self.delivered + sent)
         self.closed = True  # reserve() refuses and deliver() discards from here on
         return answered
 
