@@ -80,3 +80,22 @@ def test_pipelined_request_completed_in_two_reads_gets_no_stray_408(server_facto
         except socket.timeout:
             extra = b"(nothing)"
     assert b"408" not in data and extra == b"(nothing)"
+
+
+def test_refused_requests_reach_the_access_log(server_factory, tmp_path):
+    # As nginx logs its 400s: a request the parser refuses gets an access-log line.
+    log = tmp_path / "access.log"
+    server = server_factory("tests.apps:router", "--workers", "1", "--access-logfile", str(log))
+    for raw in (b"GET /bad\x01path HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /no-host HTTP/1.1\r\n\r\n",
+                b"GET /x HTTP/1.1\r\nHost: x\r\nX: " + b"v" * 10000 + b"\r\n\r\n"):
+        with socket.create_connection((server.host, server.port)) as sock:
+            sock.sendall(raw)
+            assert read_until_close(sock).startswith(b"HTTP/1.1 4")
+    server.stop()
+    lines = log.read_text().splitlines()
+    assert len(lines) == 3, lines
+    assert '" 400 ' in lines[0]
+    assert '"GET /no-host HTTP/1.1" 400 ' in lines[1]
+    assert '" 431 ' in lines[2]
+    assert ": 400 " not in server.log and ": 431 " not in server.log  # error log: debug only

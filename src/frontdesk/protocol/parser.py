@@ -302,6 +302,17 @@ class RequestParser:
         """Free a half-received body (the connection is going away)."""
         self._discard_body()
 
+    def failed_request(self) -> Request:
+        """For the access log of a request refused mid-way: what is known of it (the method and
+        target once its head was read, else the target's bytes so far, else `-`)."""
+        request = self._request
+        if request is not None and request.method:
+            return request
+        failed = Request()
+        failed.method = "-"
+        failed.target = b"".join(self._url)[:1024] if request is not None and self._url else b"-"
+        return failed
+
     # -- llhttp callbacks (raising inside one aborts `feed_data`) ---------------------------------
 
     def _fail(self, status: int, reason: str) -> None:

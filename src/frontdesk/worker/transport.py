@@ -591,7 +591,9 @@ class HttpConnection(asyncio.Protocol):
     def _send_error(self) -> None:
         error = self._error
         assert error is not None
-        log.info("%s: %d %s", self.environ_base.get("REMOTE_ADDR", "?"), error.status, error.reason)
+        # Debug, as gunicorn does: a scanner must not flood the error log. The access log (when
+        # on) has a line for it, as nginx's has.
+        log.debug("%s: %d %s", self.environ_base.get("REMOTE_ADDR", "?"), error.status, error.reason)
         if self.closed or self.closing:
             return
         data = serialize.error_response(error.status)
@@ -600,6 +602,10 @@ class HttpConnection(asyncio.Protocol):
         if self.metrics is not None:
             self.metrics.request(metrics.method_index("other"), error.status, 0.0,
                                  metrics.NOT_QUEUED, 0, len(data))
+        if self.access_log is not None:
+            request = self.parser.failed_request()
+            self.access_log.record(self.environ_base["REMOTE_ADDR"], request, error.status,
+                                   len(data), [], time.monotonic(), logs.request_id(None))
         if self._eof or not transport.can_write_eof():  # type: ignore[union-attr]
             self._close()
             return
