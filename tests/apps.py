@@ -92,10 +92,11 @@ def _big(environ, start_response):
                               ("Content-Length", str(size))])
 
     def body():
+        # A new object per chunk (not one block yielded again and again): a server that buffers
+        # the response then holds real memory, so a test of its memory bound can fail.
         sent = 0
-        block = b"x" * 65536
         while sent < size:
-            part = block[: size - sent]
+            part = b"x" * min(65536, size - sent)
             sent += len(part)
             yield part
 
