@@ -3,6 +3,7 @@ registry, and a real server sending to a real UDP socket."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
@@ -130,10 +131,14 @@ def test_codes_cost_nothing_without_statsd() -> None:
     assert type(Registry(max_workers=1, status_codes=True).worker(0)) is not WorkerMetrics
 
 
-def test_pusher_never_raises() -> None:
+def test_pusher_never_raises_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
     pusher = StatsdPusher(Registry(max_workers=1), "no-such-host.invalid", 8125)
-    pusher.push()
-    pusher.stop()
+    with caplog.at_level(logging.WARNING, logger="frontdesk.error"):
+        pusher.push()
+        pusher.push()
+        pusher.stop()  # a last push
+    warnings = [r.getMessage() for r in caplog.records if "statsd" in r.getMessage()]
+    assert len(warnings) == 1 and "no-such-host.invalid:8125" in warnings[0], warnings
 
 
 @pytest.mark.parametrize("prefix", [None, "service.app"])
