@@ -7,7 +7,8 @@ All servers import the *same* objects from this file:
   ``/static/<name>`` (``send_from_directory`` on ``$BENCH_STATIC_DIR``).
 * ``transfer``  -- plain WSGI app for the large-body scenarios:
   ``POST /upload`` reads and counts the body in 64 KiB chunks,
-  ``GET /download?bytes=N`` streams N bytes in 64 KiB chunks.
+  ``GET /download?bytes=N`` streams N bytes in 64 KiB chunks, each a new bytes object
+  (so a server that buffers the response holds real memory, seen in its peak RSS).
 
 This module is not a test module (pytest never collects ``bench/``).
 """
@@ -32,7 +33,7 @@ def hello(environ, start_response):
 # Large bodies (upload-100m / download-100m)
 
 _CHUNK = 64 * 1024
-_BLOCK = bytes(range(256)) * (_CHUNK // 256)
+_BLOCK = memoryview(bytes(range(256)) * (_CHUNK // 256))
 
 
 def transfer(environ, start_response):
@@ -70,11 +71,13 @@ def transfer(environ, start_response):
 
 
 def _stream(size):
+    # bytes(memoryview) copies: yielding one shared block would let a server buffer the whole
+    # response as references to it, and its memory use would not show.
     full, rest = divmod(size, _CHUNK)
     for _ in range(full):
-        yield _BLOCK
+        yield bytes(_BLOCK)
     if rest:
-        yield _BLOCK[:rest]
+        yield bytes(_BLOCK[:rest])
 
 
 # --------------------------------------------------------------------------

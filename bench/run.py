@@ -522,6 +522,7 @@ def server_env(ctx):
     env["PATH"] = f"{VBIN}:{env.get('PATH', '/usr/bin:/bin')}"
     env["PYTHONPATH"] = str(BENCH)
     env["BENCH_STATIC_DIR"] = str(ctx.static_dir)
+    env["BENCH_THREADS"] = str(ctx.threads)  # a2wsgi's thread pool for uvicorn (apps_asgi.py)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -630,6 +631,8 @@ def run_one(server_name, scen, args, ctx, env):
         row.status, row.note = "skipped", argv or "not applicable"
         return row
     row.server_cmd = shlex.join(["taskset", "-c", SERVER_CPU, *argv])
+    if server_name == "uvicorn":  # its thread count comes from the environment (apps_asgi.py)
+        row.server_cmd = f"BENCH_THREADS={ctx.threads} {row.server_cmd}"
     logpath = ctx.workdir / f"{server_name}-{scen.name}.log"
     srv = Server(server_name, argv, logpath, env)
     try:

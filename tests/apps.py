@@ -15,6 +15,12 @@ from wsgiref.validate import WSGIWarning, validator
 warnings.simplefilter("error", WSGIWarning)
 
 
+def _scratch(name: str) -> str:
+    """A path for a file an app writes: in the test session's temporary directory, which
+    tests/conftest.py passes down in TESTS_APPS_TMPDIR and removes at the end."""
+    return os.path.join(os.environ.get("TESTS_APPS_TMPDIR") or tempfile.gettempdir(), name)
+
+
 def _hello(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
     return [b"Hello, World!"]
@@ -77,7 +83,7 @@ def _empty(environ, start_response):
 
 def _file(environ, start_response):
     size = int(environ.get("QUERY_STRING") or 100000)
-    path = os.path.join(tempfile.gettempdir(), f"frontdesk-test-file-{size}")
+    path = _scratch(f"frontdesk-test-file-{size}")
     if not os.path.exists(path):
         with open(path + ".tmp", "wb") as f:
             f.write(bytes(range(256)) * (size // 256) + b"x" * (size % 256))
@@ -92,10 +98,11 @@ def _big(environ, start_response):
                               ("Content-Length", str(size))])
 
     def body():
+        # A new object per chunk (not one block yielded again and again): a server that buffers
+        # the response then holds real memory, so a test of its memory bound can fail.
         sent = 0
-        block = b"x" * 65536
         while sent < size:
-            part = block[: size - sent]
+            part = b"x" * min(65536, size - sent)
             sent += len(part)
             yield part
 
@@ -302,7 +309,7 @@ def _no_content_with_length(environ, start_response):
 
 def _file_cl_mismatch(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
-    path = os.path.join(tempfile.gettempdir(), "frontdesk-test-file-mismatch")
+    path = _scratch("frontdesk-test-file-mismatch")
     with open(path, "wb") as f:
         f.write(b"A" * 100)
     return environ["wsgi.file_wrapper"](open(path, "rb"))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -120,6 +122,17 @@ def start_server(app: str, *args: str, env: dict[str, str] | None = None,
         proc.wait(5)
         raise RuntimeError(f"server did not start: {cmd}\n{''.join(lines)}")
     return Server(proc, address[0][0], address[0][1], lines)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def apps_tmpdir() -> Iterator[Path]:
+    """Where tests/apps.py writes its files (some of 50 MB): one directory per test session,
+    removed at its end. Servers the tests start inherit it through the environment."""
+    path = Path(tempfile.mkdtemp(prefix="frontdesk-tests-"))
+    os.environ["TESTS_APPS_TMPDIR"] = str(path)
+    yield path
+    del os.environ["TESTS_APPS_TMPDIR"]
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

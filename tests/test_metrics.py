@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import os
 import socket
-import timeit
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -310,16 +309,3 @@ def test_endpoint_on_ipv6_loopback():
     finally:
         srv.stop()
 
-
-def test_request_cost(capsys):
-    """Not a gate: prints what one `request()` costs the loop thread (pytest -s to see it)."""
-    registry = Registry(1)
-    metrics = registry.worker(registry.claim())
-    metrics.reset()
-    get = method_index("GET")
-    number = 100_000
-    for label, queued in (("app request", 0.0002), ("static/shed", NOT_QUEUED)):
-        best = min(timeit.repeat("metrics.request(get, 200, 0.0031, queued, 0, 512)",
-                                 globals=locals(), number=number, repeat=3))
-        with capsys.disabled():
-            print(f"\nWorkerMetrics.request ({label}): {best / number * 1e9:.0f} ns per call")

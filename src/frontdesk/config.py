@@ -323,8 +323,8 @@ def _check_metrics_bind(value: str) -> str:
 
 
 def _check_statsd_prefix(value: str) -> str:
-    if not value or any(c in value for c in ":|@\n\r\t "):
-        raise ValueError(f"must be a non-empty name without ':', '|', '@' or spaces, got {value!r}")
+    if any(c in value for c in ":|@\n\r\t "):
+        raise ValueError(f"must be a name without ':', '|', '@' or spaces, got {value!r}")
     return value
 
 
@@ -459,7 +459,7 @@ class Config:
     ready_path: str = _setting("", _OPS, _Str(_check_url_path), "--ready-path", doc="Answer GET PATH with 200 while serving and 503 once draining (readiness), from the event loop; not logged", metavar="PATH", default_doc="off")
     metrics_bind: str | None = _setting(None, _OPS, _Str(_check_metrics_bind, optional=True), "--metrics-bind", doc="Serve Prometheus metrics, summed over all workers, at http://HOST:PORT/metrics from the master", metavar="HOST:PORT", default_doc="off", equiv="nginx stub_status")
     statsd_host: str | None = _setting(None, _OPS, _Str(_check_metrics_bind, optional=True), "--statsd-host", doc="Push the metrics, summed over all workers, to the StatsD server at HOST:PORT over UDP from the master, once a second", metavar="HOST:PORT", default_doc="off", equiv="gunicorn --statsd-host")
-    statsd_prefix: str = _setting("frontdesk", _OPS, _Str(_check_statsd_prefix), "--statsd-prefix", doc="Prefix of the StatsD metric names (PREFIX.requests, ...)", metavar="PREFIX", equiv="gunicorn --statsd-prefix")
+    statsd_prefix: str = _setting("", _OPS, _Str(_check_statsd_prefix), "--statsd-prefix", doc="Prefix of the StatsD metric names, a dot added (PREFIX.gunicorn.requests, PREFIX.frontdesk.requests.shed, ...); empty: gunicorn.requests, ...", metavar="PREFIX", default_doc="none", equiv="gunicorn --statsd-prefix (same names where they overlap)")
     backlog_limit: int = _setting(0, _OPS, _Int(), "--backlog-limit", doc="Requests one worker may queue for an app thread; beyond it, answer 503 with Retry-After at once (0 = no limit)", metavar="N", equiv="Heroku H12/H13 avoidance")
     max_queue_time: float = _setting(0.0, _OPS, _Duration(positive=False), "--max-queue-time", doc="A request that waited longer than this for an app thread gets 503 with Retry-After instead of running (0 = no limit). Time spent before the server, from a trusted proxy's X-Request-Start, counts", metavar="SECONDS")
     limit_req: tuple[float, int] | None = _setting(None, _OPS, _RateBurst(), "--limit-req", doc="Rate-limit each client address (after PROXY protocol and trusted X-Forwarded-For) to RATE app requests per second, allowing bursts of BURST more at once; excess requests get 429 with Retry-After. Each worker counts on its own", default_doc="off", equiv="nginx limit_req rate= burst= nodelay")

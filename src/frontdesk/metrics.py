@@ -91,7 +91,8 @@ _STATIC = _BYTES_OUT + 1  # [status class]
 _NOT_MODIFIED = _STATIC + _CLASSES
 _SHED = _NOT_MODIFIED + 1
 _LIMITED = _SHED + 1
-_COUNTERS = _LIMITED + 1  # cells [0, _COUNTERS) are counters
+_CODES = _LIMITED + 1  # [status % 1000]: exact codes, for StatsD (`Registry(status_codes=True)`)
+_COUNTERS = _CODES + 1000  # cells [0, _COUNTERS) are counters
 _GAUGES = _COUNTERS  # open connections, in flight, busy threads, idle threads, queue depth
 _LIVE = _GAUGES + 5
 _SLOT = _LIVE + 1
@@ -164,17 +165,32 @@ class WorkerMetrics:
         q[_LIVE] = 1
 
 
+class _CodeCounting(WorkerMetrics):
+    """A writer that also counts each exact status code (gunicorn's `request.status.<code>` for
+    StatsD). A subclass, so that without StatsD the loop thread pays nothing for it."""
+
+    __slots__ = ()
+
+    def request(self, method_index: int, status: int, duration: float, queued: float,
+                bytes_in: int, bytes_out: int) -> None:
+        self._q[_CODES + status % 1000] += 1
+        WorkerMetrics.request(self, method_index, status, duration, queued, bytes_in, bytes_out)
+
+
 class Registry:
     """Shared-memory counters for up to `max_workers` workers (see the module docstring).
 
     Create it in the master before forking. Master side: `claim`, `retire`, `worker_restart`,
-    `render`, `totals`; worker side: `worker(index)`.
+    `render`, `totals`; worker side: `worker(index)`. With `status_codes`, workers also count
+    each exact status code (one more shared-memory addition per response), for StatsD.
     """
 
-    def __init__(self, max_workers: int) -> None:
+    def __init__(self, max_workers: int, status_codes: bool = False) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, not {max_workers}")
         self.max_workers = max_workers
+        self.status_codes = status_codes
+        self._writer = _CodeCounting if status_codes else WorkerMetrics
         self._retired = max_workers * _SLOT
         self._master = (max_workers + 1) * _SLOT
         # mmap(-1, ...) is anonymous and MAP_SHARED: the pages stay shared across fork().
@@ -200,10 +216,10 @@ class Registry:
         """Worker: the writer for slot `index`; for None, one whose counts go nowhere."""
         if index is None:
             scratch = memoryview(bytearray(_SLOT * 8))
-            return WorkerMetrics(scratch.cast("q"), scratch.cast("d"))
+            return self._writer(scratch.cast("q"), scratch.cast("d"))
         if not 0 <= index < self.max_workers:
             raise IndexError(f"worker slot {index} out of range 0..{self.max_workers - 1}")
-        return WorkerMetrics(*self._slot(index * _SLOT))
+        return self._writer(*self._slot(index * _SLOT))
 
     def retire(self, index: int) -> None:
         """Master, after reaping the worker of slot `index`: fold its counters into the retired
@@ -234,12 +250,9 @@ class Registry:
         with self._lock:
             ints = self._q.tolist()
             floats = self._d.tolist()
-        total = [0] * _SLOT
-        for base in range(0, self._retired + _SLOT, _SLOT):  # every worker slot and the retired
-            for i in range(_SLOT):
-                total[i] += ints[base + i]
-        sums = [sum(floats[base + i] for base in range(0, self._retired + _SLOT, _SLOT))
-                for i in _FLOATS]
+        end = self._retired + _SLOT  # every worker slot and the retired one, not the master's
+        total = [sum(ints[i:end:_SLOT]) for i in range(_SLOT)]
+        sums = [sum(floats[i:end:_SLOT]) for i in _FLOATS]
         return ints, total, sums
 
     def totals(self) -> dict[str, float]:
@@ -247,8 +260,9 @@ class Registry:
 
         Keys: `requests`, `requests_<class>` (`requests_2xx`, ..., `requests_other`),
         `request_duration_seconds_sum`/`_count`, `requests_shed`, `requests_limited`, the gauges
-        by their metric names without the prefix (`open_connections`, `busy_threads`, ...) and
-        `workers`.
+        by their metric names without the prefix (`open_connections`, `busy_threads`, ...),
+        `workers`, and with `status_codes`, `status_<code>` (`status_200`, ...) for each code
+        counted at least once.
         """
         _, total, sums = self._sum()
         out: dict[str, float] = {}
@@ -264,6 +278,9 @@ class Registry:
         for offset, (name, _text) in enumerate(_GAUGE_NAMES):
             out[name] = total[_GAUGES + offset]
         out["workers"] = total[_LIVE]
+        for code in range(100, 1000):
+            if total[_CODES + code]:
+                out[f"status_{code}"] = total[_CODES + code]
         return out
 
     def render(self) -> str:
@@ -445,12 +462,18 @@ class MetricsServer:
         self._thread = None
 
 
-# StatsD names (gunicorn's where they overlap) of `Registry.totals()` keys: counters, gauges.
-_STATSD_COUNTERS = (("requests", "requests"), ("requests_shed", "requests.shed"),
-                    ("requests_limited", "requests.limited"),
-                    *((f"requests_{_cls(c)}", f"request.status.{_cls(c)}") for c in range(_CLASSES)))
-_STATSD_GAUGES = (("workers", "workers"), ("open_connections", "connections"),
-                  ("busy_threads", "threads.busy"), ("queued_requests", "queue.depth"))
+# StatsD names of `Registry.totals()` keys. Those gunicorn also sends keep its names exactly
+# (gunicorn/instrument/statsd.py, and the arbiter's `gunicorn.workers`), so dashboards built on
+# gunicorn's keep working; the rest live under `frontdesk.`. Both after the --statsd-prefix.
+_STATSD_COUNTERS = (("requests", "gunicorn.requests"),
+                    ("requests_shed", "frontdesk.requests.shed"),
+                    ("requests_limited", "frontdesk.requests.limited"))
+_STATSD_STATUS = "gunicorn.request.status."  # + the exact code: `status_<code>` keys
+_STATSD_DURATION = "gunicorn.request.duration"
+_STATSD_GAUGES = (("workers", "gunicorn.workers"),
+                  ("open_connections", "frontdesk.connections"),
+                  ("busy_threads", "frontdesk.threads.busy"),
+                  ("queued_requests", "frontdesk.queue.depth"))
 _DATAGRAM = 1400  # bytes: fits an Ethernet MTU with IP and UDP headers
 
 
@@ -458,17 +481,22 @@ class StatsdPusher:
     """Pushes `Registry.totals()` to a StatsD server over UDP from a daemon thread of the master.
 
     Every `interval` seconds: the counters' increase since the previous push (`|c`, only when
-    non-zero), the mean duration of that interval's requests (`request.duration`, `|ms`) and
-    the gauges (`|g`), several lines per datagram. Errors are logged (once until a push works
-    again), never raised. `stop()` pushes a last time and joins the thread.
+    non-zero), among them one per exact status code (`Registry(status_codes=True)` counts
+    them), the mean duration of that interval's requests (`|ms`) and the gauges (`|g`), several
+    lines per datagram. Errors are logged (once until a push works again), never raised.
+    `stop()` pushes a last time and joins the thread.
+
+    `prefix` goes before every name, with one dot after it as gunicorn adds (`service.app` and
+    `service.app.` alike give `service.app.gunicorn.requests`); empty (the default, as in
+    gunicorn) gives `gunicorn.requests`.
     """
 
-    def __init__(self, registry: Registry, host: str, port: int, prefix: str = "frontdesk",
+    def __init__(self, registry: Registry, host: str, port: int, prefix: str = "",
                  interval: float = 1.0) -> None:
         self.registry = registry
         self.host = host
         self.port = port
-        self.prefix = prefix.rstrip(".")
+        self.prefix = prefix.rstrip(".") + "." if prefix.rstrip(".") else ""
         self.interval = interval
         self._last: dict[str, float] = registry.totals()
         self._sock: socket.socket | None = None
@@ -503,16 +531,18 @@ class StatsdPusher:
         last, self._last = self._last, now
         p = self.prefix
         out = []
-        for key, name in _STATSD_COUNTERS:
-            delta = now[key] - last[key]
+        counters = list(_STATSD_COUNTERS)
+        counters += [(key, _STATSD_STATUS + key[7:]) for key in now if key.startswith("status_")]
+        for key, name in counters:
+            delta = now[key] - last.get(key, 0)
             if delta > 0:  # < 0 only if the registry was replaced: then send nothing for it
-                out.append(f"{p}.{name}:{int(delta)}|c")
+                out.append(f"{p}{name}:{int(delta)}|c")
         count = now["request_duration_seconds_count"] - last["request_duration_seconds_count"]
         if count > 0:
             spent = now["request_duration_seconds_sum"] - last["request_duration_seconds_sum"]
-            out.append(f"{p}.request.duration:{max(0.0, spent) / count * 1000:.3f}|ms")
+            out.append(f"{p}{_STATSD_DURATION}:{max(0.0, spent) / count * 1000:.3f}|ms")
         for key, name in _STATSD_GAUGES:
-            out.append(f"{p}.{name}:{int(now[key])}|g")
+            out.append(f"{p}{name}:{int(now[key])}|g")
         return out
 
     def push(self) -> None:

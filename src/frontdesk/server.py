@@ -81,7 +81,7 @@ def start_metrics(config: Any) -> tuple[Any, Any, Any]:
         return None, None, None
     from frontdesk import metrics
 
-    registry = metrics.Registry(max_workers=3 * config.workers + 8)
+    registry = metrics.Registry(max_workers=3 * config.workers + 8, status_codes=bool(statsd))
     server = pusher = None
     if bind:
         address: Any = sockets.parse_address(bind)[1]

@@ -1,6 +1,7 @@
 """Property tests at the parser boundary: any bytes → requests or ProtocolError, nothing else.
 
-For longer runs: `HYPOTHESIS_PROFILE=long pytest tests/protocol/test_fuzz.py`.
+300 examples per test; for a longer run (docs/testing.md):
+`FUZZ_EXAMPLES=20000 pytest tests/protocol/test_fuzz.py`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from hypothesis import strategies as st
 from frontdesk.errors import ProtocolError
 from frontdesk.protocol.parser import Limits, RequestParser
 
-settings.register_profile("ci", max_examples=300, deadline=None)
-settings.register_profile("long", max_examples=20000, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# Applied to this module's tests only: a settings.load_profile() here, at import, would change
+# the settings of every hypothesis test in the session.
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 300)), deadline=None)
 
 VALID = [
     b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -44,6 +45,7 @@ def feed_all(pieces: list[bytes]) -> tuple[list, ProtocolError | None]:
 
 
 @given(st.lists(st.binary(max_size=300), max_size=8))
+@settings(FUZZ)
 def test_arbitrary_bytes_give_requests_or_protocol_error(pieces):
     requests, _ = feed_all(pieces)
     for request in requests:
@@ -72,7 +74,7 @@ def mutated(draw):
 
 
 @given(mutated())
-@settings(suppress_health_check=[HealthCheck.too_slow])
+@settings(FUZZ, suppress_health_check=[HealthCheck.too_slow])
 def test_mutated_requests_give_requests_or_protocol_error(pieces):
     requests, _ = feed_all(pieces)
     for request in requests:
@@ -91,6 +93,7 @@ HEADER_VALUE = st.from_regex(r"\A[!-~]([ -~]{0,40}[!-~])?\Z")
     body=st.binary(max_size=200),
     chunked=st.booleans(),
 )
+@settings(FUZZ)
 def test_round_trip_against_stdlib_client_serialisation(method, path, headers, body, chunked):
     """What http.client writes, the parser reads back exactly (differential vs the stdlib)."""
     headers = [(n, v) for n, v in headers if n.lower() not in
