@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from frontdesk import cli
+import frontdesk
 from frontdesk.config import Config
 from frontdesk.loader import load_app
 
@@ -171,7 +172,9 @@ def detecting_env(tmp_path: Path) -> dict[str, str]:
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(BIND_DETECTOR)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRONTDESK_")}
-    env.update(PYTHONPATH=str(hooks), PORT="", WEB_CONCURRENCY="")
+    # The frontdesk under test, not whichever one the interpreter has installed.
+    src = str(Path(frontdesk.__file__).resolve().parent.parent)
+    env.update(PYTHONPATH=os.pathsep.join([str(hooks), src]), PORT="", WEB_CONCURRENCY="")
     control = subprocess.run(
         [sys.executable, "-c", "import socket; socket.socket().bind(('127.0.0.1', 0))"],
         env=env, capture_output=True, text=True, timeout=30, check=False,
