@@ -77,13 +77,21 @@ def test_missing_app(server, capsys) -> None:
     assert server == []
 
 
-def test_argparse_errors_exit_2_with_a_suggestion(capsys) -> None:
+def test_argparse_errors_are_one_line_status_2_with_a_suggestion(capsys) -> None:
     assert main("--threds", "4", "myapp:app") == 2
-    assert "unrecognized arguments: --threds" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "frontdesk: error: unknown option --threds (did you mean --threads?); see frontdesk --help\n")
     assert main("--graceful-timeot=3", "myapp:app") == 2
-    assert "(did you mean --graceful-timeout?)" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("frontdesk: error: unknown option --graceful-timeot"
+                                       " (did you mean --graceful-timeout?); see frontdesk --help\n")
     assert main("--log-level") == 2
+    assert capsys.readouterr().err == "frontdesk: error: argument --log-level: expected one argument\n"
     assert main("--thread", "4", "myapp:app") == 2  # no abbreviations: a typo is not a prefix
+    assert capsys.readouterr().err.startswith("frontdesk: error: unknown option --thread ")
+    assert main("myapp:app", "other:app") == 2
+    assert capsys.readouterr().err == (
+        "frontdesk: error: unexpected argument 'other:app': give one APP, and options before or"
+        " after it\n")
 
 
 def test_help_groups_settings_and_shows_defaults(capsys) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
-import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from frontdesk import __version__
 from frontdesk.config import GROUPS, SETTINGS, Config, format_config, resolve
@@ -26,14 +25,23 @@ See docs/configuration.md, or run with --print-config to see what is in effect."
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        match = re.match(r"unrecognized arguments: (-\S+)", message)
-        if match:
-            flag = match[1].split("=")[0]
+    """argparse, with every mistake reported as the one `frontdesk: error:` line (status 2) that
+    bad settings get, rather than the usage text and a differently worded error."""
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        namespace, extra = self.parse_known_args(args, namespace)
+        if extra:
+            flag = next((a.split("=")[0] for a in extra if a.startswith("-") and a != "-"), None)
+            if flag is None:
+                self.error(f"unexpected argument {extra[0]!r}: give one APP, and options before"
+                           " or after it")
             close = difflib.get_close_matches(flag, list(self._option_string_actions), n=1)
-            if close:
-                message += f" (did you mean {close[0]}?)"
-        super().error(message)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            self.error(f"unknown option {flag}{hint}; see frontdesk --help")
+        return namespace
+
+    def error(self, message: str) -> NoReturn:
+        _fail(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
