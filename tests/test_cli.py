@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import types
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from frontdesk import cli
 import frontdesk
-from frontdesk.config import Config
+from frontdesk import cli
+from frontdesk.cli import build_parser
+from frontdesk.config import SETTINGS, Config
 from frontdesk.loader import load_app
 
 FIXTURES = str(Path(__file__).resolve().parent / "loader_fixtures")
@@ -92,6 +94,23 @@ def test_argparse_errors_are_one_line_status_2_with_a_suggestion(capsys) -> None
     assert capsys.readouterr().err == (
         "frontdesk: error: unexpected argument 'other:app': give one APP, and options before or"
         " after it\n")
+
+
+def test_gunicorn_spellings_of_the_same_settings(server) -> None:
+    assert main("-m", "027", "--access-logformat", "%(h)s %(s)s", "--log-file", "-",
+                "--reload-extra-file", "templates/base.html", "--log-config-json", "",
+                "myapp:app") == 3
+    (config,) = server
+    assert (config.umask, config.access_log_format, config.error_log) == (0o27, "%(h)s %(s)s", "-")
+    assert config.reload_include == ("templates/base.html",)
+
+
+def test_every_gunicorn_flag_named_as_an_equivalent_is_accepted() -> None:
+    flags = build_parser()._option_string_actions
+    named = {flag for s in SETTINGS
+             for flag in re.findall(r"(?:gunicorn |, )(-{1,2}[a-z][a-z_-]*)", s.equiv)}
+    assert {"-m", "--access-logformat", "--log-file", "--log-config-json"} <= named
+    assert sorted(named - set(flags)) == []
 
 
 def test_help_groups_settings_and_shows_defaults(capsys) -> None:

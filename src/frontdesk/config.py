@@ -416,7 +416,7 @@ class Config:
     pythonpath: tuple[str, ...] = _setting((), _APP, _List(_Str(), sep=","), "--pythonpath", doc="Comma-separated directories to put at the front of sys.path", metavar="DIRS", equiv="gunicorn --pythonpath")
     preload: bool = _setting(False, _APP, _Bool(), "--preload", doc="Load the app in the master before forking workers (less memory; code is not reloaded on HUP)", equiv="gunicorn --preload")
     reload: bool = _setting(False, _APP, _Bool(), "--reload", doc="Restart workers when a loaded Python file changes (for development)", equiv="gunicorn --reload")
-    reload_include: tuple[str, ...] = _setting((), _APP, _List(_Str()), "--reload-include", doc="With --reload, also watch files matching this glob; repeatable", metavar="GLOB", equiv="gunicorn --reload-extra-file")
+    reload_include: tuple[str, ...] = _setting((), _APP, _List(_Str()), "--reload-include", "--reload-extra-file", doc="With --reload, also watch files matching this glob (or this file); repeatable", metavar="GLOB", equiv="gunicorn --reload-extra-file")
 
     config: str | None = _setting(None, _CONF, _Str(optional=True), "-c", "--config", doc="TOML file to read settings from", metavar="FILE", default_doc="./frontdesk.toml, else [tool.frontdesk] in ./pyproject.toml", file=False, equiv="gunicorn -c")
     print_config: bool = _setting(False, _CONF, _Bool(), "--print-config", doc="Print every setting's value and where it came from, then exit", env=False, file=False)
@@ -467,16 +467,16 @@ class Config:
     max_worker_memory: int = _setting(0, _OPS, _Int(0), "--max-worker-memory", doc="Replace a worker gracefully (replacement first) when its resident memory exceeds this many MiB, one worker at a time (0 = no limit)", metavar="MB", equiv="uWSGI reload-on-rss")
 
     access_log: str | None = _setting(None, _LOG, _Str(optional=True), "--access-logfile", doc="Write an access log line per request to PATH ('-' = stdout)", metavar="PATH", default_doc="off", equiv="gunicorn --access-logfile; nginx access_log")
-    access_log_format: str = _setting(_COMBINED, _LOG, _Str(), "--access-log-format", doc="Access log line, with gunicorn's %(x)s atoms", metavar="FORMAT", default_doc="Apache combined + µs + request id", equiv="gunicorn --access-logformat; nginx log_format")
+    access_log_format: str = _setting(_COMBINED, _LOG, _Str(), "--access-log-format", "--access-logformat", doc="Access log line, with gunicorn's %(x)s atoms", metavar="FORMAT", default_doc="Apache combined + µs + request id", equiv="gunicorn --access-logformat; nginx log_format")
     access_log_json: bool = _setting(False, _LOG, _Bool(), "--access-log-json", doc="Write access log lines as JSON objects instead")
-    error_log: str = _setting("-", _LOG, _Str(), "--error-logfile", doc="Write the error log to PATH ('-' = stderr)", metavar="PATH", equiv="gunicorn --error-logfile; nginx error_log")
+    error_log: str = _setting("-", _LOG, _Str(), "--error-logfile", "--log-file", doc="Write the error log to PATH ('-' = stderr)", metavar="PATH", equiv="gunicorn --error-logfile, --log-file; nginx error_log")
     log_level: str = _setting("info", _LOG, _Choice(("debug", "info", "warning", "error", "critical")), "--log-level", doc="Least severe error log messages written", equiv="gunicorn --log-level")
-    log_config: str | None = _setting(None, _LOG, _Str(optional=True), "--log-config", doc="logging.config.dictConfig file (TOML or JSON) replacing frontdesk's logging setup", metavar="FILE", equiv="gunicorn --log-config-dict")
+    log_config: str | None = _setting(None, _LOG, _Str(optional=True), "--log-config", "--log-config-json", doc="logging.config.dictConfig file (TOML, or JSON if it ends in .json) replacing frontdesk's logging setup", metavar="FILE", equiv="gunicorn --log-config-json, logconfig_dict")
 
     pid: str | None = _setting(None, _PROC, _Str(optional=True), "-p", "--pid", doc="Write the master's process id to FILE", metavar="FILE", equiv="gunicorn -p; nginx pid")
     user: str | None = _setting(None, _PROC, _Str(optional=True), "-u", "--user", doc="Run workers as this user (name or uid)", metavar="USER", equiv="gunicorn -u; nginx user")
     group: str | None = _setting(None, _PROC, _Str(optional=True), "-g", "--group", doc="Run workers as this group (name or gid)", metavar="GROUP", equiv="gunicorn -g; nginx user")
-    umask: int | None = _setting(None, _PROC, _Octal(0, 0o777), "--umask", doc="File mode creation mask (octal, like 027), also for unix sockets", equiv="gunicorn -m")
+    umask: int | None = _setting(None, _PROC, _Octal(0, 0o777), "-m", "--umask", doc="File mode creation mask (octal, like 027), also for unix sockets", equiv="gunicorn -m, --umask")
     # fmt: on
 
 
