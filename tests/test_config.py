@@ -237,6 +237,7 @@ def test_invalid_toml(tmp_path: Path) -> None:
          ("unix:/run/a.sock", "fd://3", "[::]:0", "localhost:80")),
         ("bind", "0.0.0.0:8000", ("0.0.0.0:8000",)),
         ("root_path", "/app", "/app"),
+        ("timeout", 86400, 86400.0),
         ("access_log", "", None),
         ("access_log", "-", "-"),
     ],
@@ -267,6 +268,12 @@ def test_values_are_parsed(tmp_path: Path, name: str, raw: object, expected: obj
         ("bind", [], "needs at least one value"),
         ("root_path", "app", "must be empty or start with '/'"),
         ("root_path", "/app/", "must be empty or start with '/'"),
+        ("timeout", "86401", "must be at most 86400 seconds"),
+        ("graceful_timeout", float("inf"), "must be at most 86400 seconds, got inf"),
+        ("keepalive", float("nan"), "expected a number of seconds, got nan"),
+        ("request_timeout", 1e300, "must be at most 86400 seconds"),
+        ("max_requests", 1 << 64, "at most 9223372036854775807"),
+        ("limit_request_body", -1, "must be at least 0, got -1"),
         ("loop", "trio", "expected one of auto, uvloop, asyncio, got 'trio'"),
         ("log_level", "loud", "expected one of debug"),
         ("forwarded_allow_ips", "10.0.0.300", "'10.0.0.300' is not an IP address"),
@@ -334,3 +341,39 @@ def test_print_config_round_trips_as_toml(tmp_path: Path) -> None:
     assert dataclasses.replace(again, config=None) == config
     assert again_sources["umask"] == "saved.toml"
     assert tomllib.loads(text)["umask"] == 0o27
+
+
+def test_durations_from_toml_are_finite_and_bounded(tmp_path: Path) -> None:
+    for raw in ("inf", "nan", "-inf", "1e300"):
+        (tmp_path / "frontdesk.toml").write_text(f"timeout = {raw}\n")
+        assert error(tmp_path).startswith("setting 'timeout' in frontdesk.toml is invalid: ")
+
+
+# -- --print-config output is TOML that reads back as the same settings --
+
+
+def test_print_config_round_trips_any_value(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    cli = {
+        "app": "myäpp:app",
+        "access_log_format": 'tab\t nl\n quote" backslash\\ del\x7f nul\x00 emoji\U0001F600 %(h)s',
+        "access_log": "logs/äccess.log",
+        "timeout": "86400", "graceful_timeout": "0.000001", "keepalive": "0",
+        "limit_request_body": str((1 << 63) - 1), "max_requests": "0",
+        "limit_req": "0.5,3", "umask": "0", "bind": ["[::1]:0", "unix:/tmp/a b.sock"],
+        "reload_include": ["*.html", "it's \"quoted\""],
+    }
+    config, sources = run(tmp_path, cli)
+    text = format_config(config, sources)
+    tomllib.loads(text)
+    (tmp_path / "saved.toml").write_text(text, encoding="utf-8")
+    again = run(tmp_path, {"config": "saved.toml"}).config
+    assert dataclasses.replace(again, config=None) == config
+
+
+def test_print_config_comments_out_what_toml_cannot_hold(tmp_path: Path) -> None:
+    config, sources = run(tmp_path, {"app": "m\udcff:app"})  # a byte of argv that is not UTF-8
+    text = format_config(config, sources)
+    text.encode("utf-8")
+    assert "app" not in tomllib.loads(text)
+    assert "# app cannot be written as TOML: 'm\\udcff:app'" in text
