@@ -240,3 +240,40 @@ def test_real_process_print_config(detecting_env, tmp_path: Path) -> None:
     )
     assert (result.returncode, result.stderr) == (0, "")
     assert any(" ".join(x.split()) == 'bind = ["0.0.0.0:5000"] # env PORT' for x in result.stdout.splitlines())
+
+
+BAD_FILES = {
+    "bad.json": b'{"version": 1, bad json',
+    "bad.toml": b"version = \n",
+    "v2.json": b'{"version": 2}',
+    "handler.toml": b'version = 1\n[handlers.x]\nclass = "no.such.Handler"\n',
+    "latin1.toml": 'threads = 2 # caf\xe9\n'.encode("latin-1"),
+    "inf.toml": b"timeout = inf\n",
+}
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--log-config", "missing.json"], "'log_config'"),
+    (["--log-config", "bad.json"], "'log_config'"),
+    (["--log-config", "bad.toml"], "'log_config'"),
+    (["--log-config", "v2.json"], "'log_config'"),
+    (["--log-config", "handler.toml"], "'log_config'"),  # only dictConfig itself finds this one
+    (["--error-logfile", "nodir/error.log"], "'error_log'"),
+    (["--log-file", "nodir/error.log"], "'error_log'"),
+    (["--access-logfile", "nodir/access.log"], "'access_log'"),
+    (["--pid", "nodir/frontdesk.pid"], "'pid'"),
+    (["--chdir", "/nonexistent"], "'chdir'"),
+    (["-c", "latin1.toml"], "latin1.toml"),
+    (["-c", "inf.toml"], "'timeout'"),
+])
+def test_real_process_bad_files_and_formats_are_one_line_before_binding(
+        args, named, detecting_env, tmp_path: Path) -> None:
+    for name, data in BAD_FILES.items():
+        (tmp_path / name).write_bytes(data)
+    result = subprocess.run(
+        [sys.executable, "-m", "frontdesk", "-b", "127.0.0.1:0", *args, "myapp:app"],
+        env=detecting_env, cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("frontdesk: error: ") and named in line

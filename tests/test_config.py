@@ -349,6 +349,71 @@ def test_durations_from_toml_are_finite_and_bounded(tmp_path: Path) -> None:
         assert error(tmp_path).startswith("setting 'timeout' in frontdesk.toml is invalid: ")
 
 
+def test_config_file_that_is_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / "frontdesk.toml").write_bytes("threads = 2  # caf\xe9\n".encode("latin-1"))
+    assert error(tmp_path) == (
+        "config file frontdesk.toml is not valid TOML: it is not UTF-8 (byte 0xe9 at offset 18)")
+
+
+# -- files and directories named by settings --
+
+
+@pytest.mark.parametrize(("name", "value", "complaint"), [
+    ("chdir", "nowhere", "no such directory: nowhere"),
+    ("chdir", "a-file", "no such directory: a-file"),
+    ("pid", "nowhere/x.pid", "cannot write nowhere/x.pid: no such directory: "),
+    ("pid", "a-dir", "cannot write a-dir: it is a directory"),
+    ("error_log", "nowhere/e.log", "cannot write nowhere/e.log: no such directory: "),
+    ("access_log", "a-file/a.log", "cannot write a-file/a.log: no such directory: "),
+    ("log_config", "nowhere.toml", "cannot read "),
+])
+def test_missing_directories_and_files(tmp_path: Path, name: str, value: str, complaint: str) -> None:
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-dir").mkdir()
+    message = error(tmp_path, {name: value})
+    assert message.startswith(f"setting '{name}' on the command line is invalid: {complaint}")
+
+
+def test_paths_that_are_fine(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "old.log").write_text("kept\n")
+    cli = {"chdir": "logs", "pid": "logs/x.pid", "error_log": "logs/old.log",
+           "access_log": str(tmp_path / "logs" / "new.log")}
+    config = run(tmp_path, cli).config
+    assert (config.chdir, config.pid, config.error_log) == ("logs", "logs/x.pid", "logs/old.log")
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["old.log"]  # nothing created
+
+
+def test_unwritable_directories(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "logs").mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # tests run as root here
+    assert error(tmp_path, {"access_log": "logs/a.log"}) == (
+        f"setting 'access_log' on the command line is invalid: cannot write logs/a.log:"
+        f" permission denied in directory {tmp_path / 'logs'}")
+
+
+def test_log_files_are_not_checked_when_log_config_replaces_them(tmp_path: Path) -> None:
+    (tmp_path / "log.toml").write_text("version = 1\n")
+    config = run(tmp_path, {"log_config": "log.toml", "error_log": "nowhere/e.log"}).config
+    assert config.error_log == "nowhere/e.log"
+
+
+@pytest.mark.parametrize(("file", "data", "complaint"), [
+    ("bad.json", b'{"version": 1, bad', "bad.json is not valid JSON: "),
+    ("bad.toml", b"version = \n", "bad.toml is not valid TOML (JSON files must end in .json): "),
+    ("logging.ini", b"[loggers]\nkeys=root\n", "logging.config.fileConfig files are not read"),
+    ("v2.json", b'{"version": 2}', "v2.json is not a logging.config.dictConfig: it needs version = 1"),
+    ("list.json", b"[1]", "list.json is not a logging.config.dictConfig"),
+    ("latin1.toml", "version = 1 # \xe9\n".encode("latin-1"), "latin1.toml is not UTF-8 (byte 0xe9"),
+])
+def test_bad_log_config_files(tmp_path: Path, file: str, data: bytes, complaint: str) -> None:
+    (tmp_path / file).write_bytes(data)
+    message = error(tmp_path, env={"FRONTDESK_LOG_CONFIG": file})
+    assert message.startswith(
+        "setting 'log_config' in environment variable FRONTDESK_LOG_CONFIG is invalid: ")
+    assert complaint in message
+
+
 # -- --print-config output is TOML that reads back as the same settings --
 
 

@@ -7,8 +7,10 @@ import re
 import time
 
 import httpx
+import pytest
 
-from frontdesk.logs import AccessLog, escape, request_id
+from frontdesk.errors import ConfigError
+from frontdesk.logs import AccessLog, configure, escape, request_id
 from frontdesk.protocol.parser import Limits, RequestParser
 
 COMBINED = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s %(rid)s'
@@ -98,3 +100,13 @@ def test_access_log_queue_is_bounded_and_never_holds_bodies(monkeypatch):
     log.record("1.1.1.1", request, 200, 0, [], time.monotonic(), "r")
     queued = log._queue.get_nowait()
     assert request not in queued and all(part is not request.body for part in queued)
+
+
+def test_configure_errors_name_the_setting(tmp_path):
+    from frontdesk.config import Config
+
+    with pytest.raises(ConfigError, match="^setting 'error_log' is invalid: cannot open "):
+        configure(Config(error_log=str(tmp_path / "nowhere" / "e.log")))
+    (tmp_path / "log.toml").write_text('version = 1\n[handlers.x]\nclass = "no.such.Handler"\n')
+    with pytest.raises(ConfigError, match="^setting 'log_config' is invalid: .*no.such.Handler"):
+        configure(Config(log_config=str(tmp_path / "log.toml")))

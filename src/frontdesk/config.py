@@ -579,6 +579,9 @@ def _read_toml(path: Path, label: str) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {label} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {label} is not valid TOML: it is not UTF-8"
+                          f" (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"config file {label} cannot be read: {exc.strerror}") from None
 
@@ -638,7 +641,49 @@ def resolve(
     for given in file_layer + env_layer + cli_layer:  # lowest source first
         values[given.name] = _parse(given)
         sources[given.name] = given.source
-    return Resolved(Config(**values), sources)
+    config = Config(**values)
+    _check_paths(config, sources, here)
+    return Resolved(config, sources)
+
+
+def _check_paths(config: Config, sources: Mapping[str, str], here: Path) -> None:
+    """The files and directories settings name, checked now: the alternative is a traceback, or
+    an error after the sockets are bound and workers booted. Relative paths are relative to
+    `here`, where frontdesk starts (logs and the pid file are opened before any --chdir)."""
+
+    def fail(name: str, reason: str) -> ConfigError:
+        return ConfigError(f"setting {name!r} {_where(sources[name])} is invalid: {reason}")
+
+    if config.chdir is not None and not (here / config.chdir).is_dir():
+        raise fail("chdir", f"no such directory: {config.chdir}")
+    files = ["pid"] if config.log_config else ["error_log", "access_log", "pid"]
+    for name in files:
+        value = getattr(config, name)
+        if value and not (value == "-" and name != "pid"):
+            problem = _cannot_write(here / value, replace=name == "pid")
+            if problem:
+                raise fail(name, f"cannot write {value}: {problem}")
+    if config.log_config:
+        from frontdesk import logs  # lazily, like static: logs owns the dictConfig format
+
+        try:
+            logs.load_dict_config(str(here / config.log_config))
+        except ValueError as exc:
+            raise fail("log_config", str(exc)) from None
+
+
+def _cannot_write(path: Path, *, replace: bool) -> str | None:
+    """Why `path` cannot be opened for appending (or, `replace`, written next to and renamed
+    over, as the pid file is), or None."""
+    if path.is_dir():
+        return "it is a directory"
+    if path.exists() and not replace:
+        return None if os.access(path, os.W_OK) else "permission denied"
+    if not path.parent.is_dir():
+        return f"no such directory: {path.parent}"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"permission denied in directory {path.parent}"
+    return None
 
 
 # -- output: --print-config and docs/configuration.md --

@@ -24,6 +24,8 @@ import threading
 import time
 from typing import Any
 
+from frontdesk.errors import ConfigError
+
 ACCESS_LOGGER = "frontdesk.access"
 ERROR_LOGGER = "frontdesk.error"
 ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
@@ -38,30 +40,48 @@ def escape(text: str) -> str:
 
 
 def configure(config: Any) -> None:
-    """Set up the error log (and the access logger's handler) for this process."""
+    """Set up the error log (and the access logger's handler) for this process.
+
+    Raises `ConfigError` (one line, naming the setting) when a log file cannot be opened or the
+    --log-config cannot be applied: the settings were checked (`config.resolve`), but what a
+    dictConfig's handlers do is only known once they are made."""
     if config.log_config:
-        logging.config.dictConfig(_load_dict_config(config.log_config))
+        try:
+            logging.config.dictConfig(load_dict_config(config.log_config))
+        except (ValueError, TypeError, AttributeError, ImportError, OSError) as exc:
+            cause = f": {exc.__cause__}" if exc.__cause__ else ""
+            reason = f"{exc}{cause}".replace("\n", " ")
+            raise ConfigError(f"setting 'log_config' is invalid: {config.log_config}: {reason}"
+                              ) from None
         return
     error = logging.getLogger(ERROR_LOGGER)
+    handler = _handler("error_log", config.error_log, sys.stderr, ERROR_FORMAT, ERROR_DATEFMT)
     error.handlers.clear()
-    error.addHandler(_handler(config.error_log, sys.stderr, ERROR_FORMAT, ERROR_DATEFMT))
+    error.addHandler(handler)
     error.setLevel(config.log_level.upper())
     error.propagate = False
     access = logging.getLogger(ACCESS_LOGGER)
+    handler = (_handler("access_log", config.access_log, sys.stdout, "%(message)s", None)
+               if config.access_log else None)
     access.handlers.clear()
     access.propagate = False
     access.setLevel(logging.INFO)
-    if config.access_log:
-        access.addHandler(_handler(config.access_log, sys.stdout, "%(message)s", None))
+    if handler is not None:
+        access.addHandler(handler)
 
 
-def _handler(target: str, default_stream: Any, fmt: str, datefmt: str | None) -> logging.Handler:
+def _handler(setting: str, target: str, default_stream: Any, fmt: str, datefmt: str | None
+             ) -> logging.Handler:
     handler: logging.Handler
     if target == "-":
         handler = logging.StreamHandler(default_stream)
     else:
-        # Notices logrotate's rename and reopens; USR1 reopens explicitly too (copytruncate).
-        handler = logging.handlers.WatchedFileHandler(target)
+        try:
+            # Notices logrotate's rename and reopens; USR1 reopens explicitly too (copytruncate).
+            handler = logging.handlers.WatchedFileHandler(target)
+        except OSError as exc:
+            raise ConfigError(f"setting {setting!r} is invalid: cannot open {target}:"
+                              f" {exc.strerror or exc}") from None
     handler.setFormatter(logging.Formatter(fmt, datefmt))
     return handler
 
@@ -86,16 +106,40 @@ def reopen_files() -> int:
     return len(handlers)
 
 
-def _load_dict_config(path: str) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        data = f.read()
-    if path.endswith(".json"):
-        return json.loads(data)
+def load_dict_config(path: str) -> dict[str, Any]:
+    """The dictConfig in the TOML (or, for *.json, JSON) file `path`. Raises ValueError with a
+    one-line reason when it cannot be read, is not UTF-8, does not parse or is not a version 1
+    dictConfig. (Its handler classes are only imported by `configure`: that is user code.)"""
     try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    return tomllib.loads(data.decode())
+        with open(path, "rb") as f:
+            data = f.read()
+        text = data.decode("utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 (byte 0x{data[exc.start]:02x} at offset"
+                         f" {exc.start})") from None
+    if path.endswith(".json"):
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    else:
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
+        try:
+            config = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            hint = ""
+            if path.endswith((".ini", ".conf", ".cfg")):
+                hint = " (logging.config.fileConfig files are not read: write it as a dictConfig)"
+            raise ValueError(f"{path} is not valid TOML (JSON files must end in .json): {exc}"
+                             f"{hint}") from None
+    if not isinstance(config, dict) or config.get("version") != 1:
+        raise ValueError(f"{path} is not a logging.config.dictConfig: it needs version = 1")
+    return config
 
 
 # -- request ids ----------------------------------------------------------------------------------
