@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -110,3 +111,52 @@ def test_configure_errors_name_the_setting(tmp_path):
     (tmp_path / "log.toml").write_text('version = 1\n[handlers.x]\nclass = "no.such.Handler"\n')
     with pytest.raises(ConfigError, match="^setting 'log_config' is invalid: .*no.such.Handler"):
         configure(Config(log_config=str(tmp_path / "log.toml")))
+
+
+# -- %(u)s and %({var}e)s --
+
+
+def test_user_atom_decodes_basic_authorization_as_gunicorn_does():
+    def user(authorization: bytes | None) -> str:
+        header = b"Authorization: " + authorization + b"\r\n" if authorization is not None else b""
+        request = parsed(b"GET / HTTP/1.1\r\nHost: h\r\n" + header + b"\r\n")
+        return AccessLog("%(u)s", as_json=False).format("1.1.1.1", request, 200, 0, [], 0, 0, "r")
+
+    assert user(b"Basic " + base64.b64encode(b"alice:secret:with:colons")) == "alice"
+    assert user(b"basic " + base64.b64encode("jos\u00e9:pw".encode())) == "jos\u00e9"
+    assert user(b"Basic " + base64.b64encode(b'ev"il\r\n:pw')) == "ev\\x22il\\x0d\\x0a"  # escaped
+    assert user(b"Basic " + base64.b64encode(b"nocolon")) == "nocolon"
+    assert user(b"Basic !!!notbase64") == "-"
+    assert user(b"Basic " + base64.b64encode(b"\xff\xfe:pw")) == "-"  # not UTF-8
+    assert user(b"Bearer abc.def") == "-"
+    assert user(b"Basic") == "-"
+    assert user(None) == "-"
+
+
+def test_environ_atoms_are_looked_up_case_insensitively_and_only_those_are_kept():
+    request = parsed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    log = AccessLog("%({REMOTE_USER}e)s %({wsgi.url_scheme}e)s %({missing}e)s %({Tricky}e)s",
+                    as_json=False)
+    log._queue.put(None)  # stop the writer so the queued record can be inspected
+    log._thread.join(2)
+    environ = {"REMOTE_USER": "bob", "wsgi.url_scheme": "https", "tricky": "a\nb",
+               "wsgi.input": object(), "HTTP_COOKIE": "secret"}
+    log.record("1.1.1.1", request, 200, 0, [], time.monotonic(), "r", environ)
+    item = log._queue.get_nowait()
+    assert item[-1] == {"remote_user": "bob", "wsgi.url_scheme": "https", "tricky": "a\nb"}
+    assert log.format(*item) == "bob https - a\\x0ab"
+    log.record("1.1.1.1", request, 200, 0, [], time.monotonic(), "r")  # the loop has no environ
+    assert log.format(*log._queue.get_nowait()) == "- - - -"
+
+
+def test_environ_atoms_through_the_server(server_factory, tmp_path):
+    path = tmp_path / "access.log"
+    server = server_factory("tests.apps:router", "--workers", "1", "--access-logfile", str(path),
+                            "--access-log-format",
+                            "%({server_protocol}e)s %({PATH_INFO}e)s %({nope}e)s %(u)s")
+    auth = base64.b64encode(b"carol:pw").decode()
+    httpx.get(server.url + "/hello", headers={"Authorization": "Basic " + auth})
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not path.read_text():
+        time.sleep(0.05)
+    assert path.read_text() == "HTTP/1.1 /hello - carol\n"

@@ -11,6 +11,7 @@ quotes and backslashes as `\\xNN`), so a client cannot forge log lines.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import logging
@@ -22,6 +23,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from frontdesk.errors import ConfigError
@@ -211,6 +213,9 @@ class AccessLog:
     def __init__(self, fmt: str, as_json: bool) -> None:
         self.fmt = fmt
         self.as_json = as_json
+        # The environ variables the format names (`%({name}e)s`), lower-cased as gunicorn does.
+        self._env_names = frozenset(
+            name.lower() for name in re.findall(r"%\(\{([^}]*)\}e\)", fmt) if not as_json)
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._logger = logging.getLogger(ACCESS_LOGGER)
         self._pid = str(os.getpid())
@@ -227,18 +232,23 @@ class AccessLog:
         response_headers: list[tuple[str, str]],
         started: float,
         request_id: str,
+        environ: Mapping[str, Any] | None = None,
     ) -> None:
         """Called when a response is complete (app thread or loop): cheap, no formatting.
 
         Only the request line and headers are kept, never the request (its body may be large),
-        and the queue is bounded: when the log cannot keep up (a full pipe), lines are dropped
-        and counted rather than holding memory without limit."""
+        nor the `environ` (the WSGI one, when there was an app call): only the variables the
+        format names, as text. The queue is bounded: when the log cannot keep up (a full pipe),
+        lines are dropped and counted rather than holding memory without limit."""
         if self._queue.qsize() >= MAX_QUEUED_LINES:
             self.dropped += 1
             return
         line = _RequestLine(request.method, request.target, request.version, request.headers)
+        env = None
+        if self._env_names and environ is not None:
+            env = {k.lower(): str(v) for k, v in environ.items() if k.lower() in self._env_names}
         self._queue.put((remote_addr, line, status, sent, response_headers,
-                         time.monotonic() - started, time.time(), request_id))
+                         time.monotonic() - started, time.time(), request_id, env))
 
     def close(self, timeout: float = 1.0) -> None:
         self._queue.put(None)
@@ -262,9 +272,9 @@ class AccessLog:
 
     def format(self, remote_addr: str, request: Any, status: int, sent: int,
                response_headers: list[tuple[str, str]], duration: float, now: float,
-               request_id: str) -> str:
+               request_id: str, env: dict[str, str] | None = None) -> str:
         atoms = _Atoms(self._pid, remote_addr, request, status, sent, response_headers,
-                       duration, now, request_id)
+                       duration, now, request_id, env)
         if self.as_json:
             return json.dumps(atoms.as_dict(), separators=(",", ":"))
         return self.fmt % atoms
@@ -275,13 +285,13 @@ class _Atoms(dict):  # type: ignore[type-arg]
 
     def __init__(self, pid: str, remote_addr: str, request: Any, status: int, sent: int,
                  response_headers: list[tuple[str, str]], duration: float, now: float,
-                 request_id: str) -> None:
+                 request_id: str, env: dict[str, str] | None = None) -> None:
         super().__init__()
         self._args = (pid, remote_addr, request, status, sent, response_headers, duration, now,
-                      request_id)
+                      request_id, env)
 
     def __missing__(self, key: str) -> str:
-        pid, remote, request, status, sent, resp_headers, duration, now, rid = self._args
+        pid, remote, request, status, sent, resp_headers, duration, now, rid, env = self._args
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
         if key.startswith("{") and key.endswith("}i"):
@@ -289,11 +299,15 @@ class _Atoms(dict):  # type: ignore[type-arg]
         if key.startswith("{") and key.endswith("}o"):
             name = key[1:-2].lower()
             return escape(next((v for n, v in resp_headers if n.lower() == name), "-"))
+        if key.startswith("{") and key.endswith("}e"):
+            return escape((env or {}).get(key[1:-2].lower(), "-"))
         value: str
         if key == "h":
             value = remote or "-"
-        elif key in ("l", "u"):
+        elif key == "l":
             value = "-"
+        elif key == "u":
+            value = _basic_auth_user(request) or "-"
         elif key == "t":
             value = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(now))
         elif key == "r":
@@ -333,7 +347,7 @@ class _Atoms(dict):  # type: ignore[type-arg]
         return escape(value)
 
     def as_dict(self) -> dict[str, Any]:
-        pid, remote, request, status, sent, resp_headers, duration, now, rid = self._args
+        pid, remote, request, status, sent, resp_headers, duration, now, rid, _ = self._args
         return {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)),
             "remote_addr": remote,
@@ -348,6 +362,21 @@ class _Atoms(dict):  # type: ignore[type-arg]
             "request_id": rid,
             "pid": int(pid),
         }
+
+
+def _basic_auth_user(request: Any) -> str | None:
+    """The user name of a Basic Authorization header, as gunicorn's %(u)s: None if there is
+    none or it does not decode (the password is never looked at beyond the first ':')."""
+    auth = _request_header(request, "authorization")
+    if not auth or not auth.lower().startswith("basic"):
+        return None
+    parts = auth.split(" ", 1)
+    if len(parts) != 2:
+        return None
+    try:
+        return base64.b64decode(parts[1].strip().encode("latin-1")).split(b":", 1)[0].decode()
+    except (ValueError, UnicodeError):  # binascii.Error is a ValueError
+        return None
 
 
 def _request_header(request: Any, name: str) -> str | None:
