@@ -264,6 +264,8 @@ BAD_FILES = {
     (["--pid", "nodir/frontdesk.pid"], "'pid'"),
     (["--chdir", "/nonexistent"], "'chdir'"),
     (["-c", "latin1.toml"], "latin1.toml"),
+    (["--access-log-format", "%(h) %(s)s"], "'access_log_format'"),
+    (["--access-log-format", "100% of %(r)s"], "'access_log_format'"),
     (["-c", "inf.toml"], "'timeout'"),
 ])
 def test_real_process_bad_files_and_formats_are_one_line_before_binding(

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from frontdesk.errors import ConfigError
-from frontdesk.logs import AccessLog, configure, escape, request_id
+from frontdesk.logs import AccessLog, check_format, configure, escape, request_id
 from frontdesk.protocol.parser import Limits, RequestParser
 
 COMBINED = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s %(rid)s'
@@ -160,3 +160,10 @@ def test_environ_atoms_through_the_server(server_factory, tmp_path):
     while time.monotonic() < deadline and not path.read_text():
         time.sleep(0.05)
     assert path.read_text() == "HTTP/1.1 /hello - carol\n"
+
+
+def test_format_check():
+    assert check_format("%(h)s 100%% %({x}i)s") == "%(h)s 100%% %({x}i)s"
+    for bad in ("%(h) %(s)s", "100% done", "%s", "%(s)d", "%(h)s %("):
+        with pytest.raises(ValueError, match="atoms are written like %\\(h\\)s"):
+            check_format(bad)

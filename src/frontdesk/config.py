@@ -359,6 +359,12 @@ def _check_ips(value: str) -> str:
     return ",".join(parts)
 
 
+def _check_access_log_format(value: str) -> str:
+    from frontdesk import logs  # lazily: logs owns the atoms
+
+    return logs.check_format(value)
+
+
 def _check_static(value: str) -> str:
     try:  # lazily: the static package owns the PREFIX=DIR[;cache-control=V] syntax
         static = importlib.import_module("frontdesk.static")
@@ -486,7 +492,7 @@ class Config:
     max_worker_memory: int = _setting(0, _OPS, _Int(0), "--max-worker-memory", doc="Replace a worker gracefully (replacement first) when its resident memory exceeds this many MiB, one worker at a time (0 = no limit)", metavar="MB", equiv="uWSGI reload-on-rss")
 
     access_log: str | None = _setting(None, _LOG, _Str(optional=True), "--access-logfile", doc="Write an access log line per request to PATH ('-' = stdout)", metavar="PATH", default_doc="off", equiv="gunicorn --access-logfile; nginx access_log")
-    access_log_format: str = _setting(_COMBINED, _LOG, _Str(), "--access-log-format", "--access-logformat", doc="Access log line, with gunicorn's %(x)s atoms", metavar="FORMAT", default_doc="Apache combined + µs + request id", equiv="gunicorn --access-logformat; nginx log_format")
+    access_log_format: str = _setting(_COMBINED, _LOG, _Str(_check_access_log_format), "--access-log-format", "--access-logformat", doc="Access log line, with gunicorn's %(x)s atoms", metavar="FORMAT", default_doc="Apache combined + µs + request id", equiv="gunicorn --access-logformat; nginx log_format")
     access_log_json: bool = _setting(False, _LOG, _Bool(), "--access-log-json", doc="Write access log lines as JSON objects instead")
     error_log: str = _setting("-", _LOG, _Str(), "--error-logfile", "--log-file", doc="Write the error log to PATH ('-' = stderr)", metavar="PATH", equiv="gunicorn --error-logfile, --log-file; nginx error_log")
     log_level: str = _setting("info", _LOG, _Choice(("debug", "info", "warning", "error", "critical")), "--log-level", doc="Least severe error log messages written", equiv="gunicorn --log-level")

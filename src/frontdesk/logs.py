@@ -280,6 +280,21 @@ class AccessLog:
         return self.fmt % atoms
 
 
+def check_format(fmt: str) -> str:
+    """`fmt` if it formats an access log line, else ValueError saying why (for the settings)."""
+    for match in re.finditer(r"%(%|\([^)]*\))?", fmt):
+        if match[1] is None:
+            raise ValueError(f"'%' at offset {match.start()} of {fmt!r} is not an atom: atoms are"
+                             " written like %(h)s, and a literal '%' as %%")
+    sample = _RequestLine("GET", b"/?q", "1.1", [(b"Host", b"example.com")])
+    try:
+        fmt % _Atoms("1", "127.0.0.1", sample, 200, 0, [], 0.0, 0.0, "id", {})
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{fmt!r} is not a valid access log format ({exc}): atoms are written"
+                         " like %(h)s, and a literal '%' as %%") from None
+    return fmt
+
+
 class _Atoms(dict):  # type: ignore[type-arg]
     """gunicorn-compatible atoms, computed only when a format asks for them."""
 
