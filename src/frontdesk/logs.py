@@ -76,16 +76,85 @@ def _handler(setting: str, target: str, default_stream: Any, fmt: str, datefmt: 
              ) -> logging.Handler:
     handler: logging.Handler
     if target == "-":
-        handler = logging.StreamHandler(default_stream)
+        handler = StreamHandler(default_stream)
     else:
         try:
-            # Notices logrotate's rename and reopens; USR1 reopens explicitly too (copytruncate).
-            handler = logging.handlers.WatchedFileHandler(target)
+            handler = WatchedFileHandler(target)
         except OSError as exc:
             raise ConfigError(f"setting {setting!r} is invalid: cannot open {target}:"
                               f" {exc.strerror or exc}") from None
     handler.setFormatter(logging.Formatter(fmt, datefmt))
     return handler
+
+
+# -- handlers that never raise --------------------------------------------------------------------
+
+
+class _ReportOnce:
+    """A handler that cannot write says so once on stderr, not once per line, and never raises:
+    a log call must not kill the master's loop, a worker's tick or the access log thread. It
+    says so again if writing failed anew after it worked."""
+
+    _failing = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if self._failing:
+            return
+        self._failing = True
+        exc = sys.exc_info()[1]
+        reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else
+                  f"{type(exc).__name__}: {exc}")
+        where = getattr(self, "baseFilename", None) or getattr(
+            getattr(self, "stream", None), "name", "the log stream")
+        try:
+            sys.stderr.write(f"frontdesk: cannot write log to {where}: {reason}"
+                             " (lines are lost until it works again)\n")
+            sys.stderr.flush()
+        except Exception:  # stderr itself is gone: nothing left to tell
+            pass
+
+    def _wrote(self) -> None:
+        self._failing = False
+
+
+class StreamHandler(_ReportOnce, logging.StreamHandler):  # type: ignore[type-arg]
+    """`logging.StreamHandler` that reports a failing stream once (see `_ReportOnce`)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record)
+            self.stream.write(msg + self.terminator)
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+        else:
+            self._wrote()
+
+
+class WatchedFileHandler(_ReportOnce, logging.handlers.WatchedFileHandler):
+    """`logging.handlers.WatchedFileHandler` (notices logrotate's rename and reopens; USR1
+    reopens explicitly too, for copytruncate) whose reopen cannot raise: the stdlib's reopens
+    outside its error handling, so a removed directory, or a new file the worker's --user may
+    not open, raised out of any log call. While the file cannot be opened each line tries
+    again. Usable in a --log-config as `frontdesk.logs.WatchedFileHandler`."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.reopenIfNeeded()
+            if self.stream is None:
+                self.stream = self._open()
+                self._statstream()  # else the next line would see a "new" file and reopen
+            msg = self.format(record)
+            self.stream.write(msg + self.terminator)
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+        else:
+            self._wrote()
 
 
 def reopen_files() -> int:
@@ -102,7 +171,11 @@ def reopen_files() -> int:
         try:
             if handler.stream is not None:
                 handler.stream.close()
+            handler.stream = None  # if the reopen fails, the next line tries again
             handler.stream = handler._open()
+        except OSError as exc:
+            logging.getLogger(ERROR_LOGGER).error(
+                "cannot reopen log file %s: %s", handler.baseFilename, exc.strerror or exc)
         finally:
             handler.release()
     return len(handlers)
@@ -260,6 +333,8 @@ class AccessLog:
 
 
     def _write(self) -> None:
+        """The writer thread: it must outlive any failure of a line or of a handler, or every
+        later line would silently queue up and be dropped."""
         while True:
             item = self._queue.get()
             if item is None:
@@ -268,7 +343,10 @@ class AccessLog:
                 line = self.format(*item)
                 self._logger.info(line)
             except Exception:
-                logging.getLogger(ERROR_LOGGER).exception("access log line failed")
+                try:
+                    logging.getLogger(ERROR_LOGGER).exception("access log line failed")
+                except Exception:
+                    pass
 
     def format(self, remote_addr: str, request: Any, status: int, sent: int,
                response_headers: list[tuple[str, str]], duration: float, now: float,
