@@ -237,6 +237,10 @@ def test_invalid_toml(tmp_path: Path) -> None:
          ("unix:/run/a.sock", "fd://3", "[::]:0", "localhost:80")),
         ("bind", "0.0.0.0:8000", ("0.0.0.0:8000",)),
         ("root_path", "/app", "/app"),
+        # PEP 3333 form: percent-decoded, UTF-8 bytes as latin-1 text, as PATH_INFO is.
+        ("root_path", "/café", "/caf\xc3\xa9"),
+        ("root_path", "/caf%C3%A9", "/caf\xc3\xa9"),
+        ("root_path", "/a%20b/c", "/a b/c"),
         ("timeout", 86400, 86400.0),
         ("access_log_format", "%(h)s 100%% %({x-y}i)s %({REMOTE_USER}e)s", "%(h)s 100%% %({x-y}i)s %({REMOTE_USER}e)s"),
         ("access_log", "", None),
@@ -269,6 +273,8 @@ def test_values_are_parsed(tmp_path: Path, name: str, raw: object, expected: obj
         ("bind", [], "needs at least one value"),
         ("root_path", "app", "must be empty or start with '/'"),
         ("root_path", "/app/", "must be empty or start with '/'"),
+        ("root_path", "/app%2F", "must be empty or start with '/'"),
+        ("root_path", "/a%0Ab", "must not contain control characters"),
         ("timeout", "86401", "must be at most 86400 seconds"),
         ("graceful_timeout", float("inf"), "must be at most 86400 seconds, got inf"),
         ("keepalive", float("nan"), "expected a number of seconds, got nan"),
@@ -429,6 +435,7 @@ def test_print_config_round_trips_any_value(tmp_path: Path) -> None:
         "app": "myäpp:app",
         "access_log_format": 'tab\t nl\n quote" backslash\\ del\x7f nul\x00 emoji\U0001F600 %(h)s',
         "access_log": "logs/äccess.log",
+        "root_path": "/café/%25",
         "timeout": "86400", "graceful_timeout": "0.000001", "keepalive": "0",
         "limit_request_body": str((1 << 63) - 1), "max_requests": "0",
         "limit_req": "0.5,3", "umask": "0", "bind": ["[::1]:0", "unix:/tmp/a b.sock"],
@@ -440,6 +447,8 @@ def test_print_config_round_trips_any_value(tmp_path: Path) -> None:
     (tmp_path / "saved.toml").write_text(text, encoding="utf-8")
     again = run(tmp_path, {"config": "saved.toml"}).config
     assert dataclasses.replace(again, config=None) == config
+    assert config.root_path == "/caf\xc3\xa9/%"
+    assert 'root_path = "/caf%C3%A9/%25"' in text
 
 
 def test_print_config_comments_out_what_toml_cannot_hold(tmp_path: Path) -> None:
@@ -448,3 +457,18 @@ def test_print_config_comments_out_what_toml_cannot_hold(tmp_path: Path) -> None
     text.encode("utf-8")
     assert "app" not in tomllib.loads(text)
     assert "# app cannot be written as TOML: 'm\\udcff:app'" in text
+
+
+# -- --root-path through a real server --
+
+
+def test_root_path_in_pep3333_form_through_the_server(server_factory) -> None:
+    import json
+
+    server = server_factory("tests.apps:router", "--workers", "1", "--root-path", "/café")
+    for target in (b"/caf%C3%A9/environ", b"/caf%c3%a9/environ?x=1"):
+        response = server.raw(b"GET " + target + b" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), response
+        environ = json.loads(body)
+        assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("/caf\xc3\xa9", "/environ")

@@ -29,6 +29,7 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, cast
+from urllib.parse import quote, unquote_to_bytes
 
 from frontdesk.errors import ConfigError
 
@@ -311,10 +312,33 @@ def _check_bind(value: str) -> str:
     return value
 
 
-def _check_root_path(value: str) -> str:
-    if value and (not value.startswith("/") or value.endswith("/")):
-        raise ValueError(f"must be empty or start with '/' and not end with '/', got {value!r}")
-    return value
+class _RootPath(_Type):
+    """--root-path in PEP 3333 form, as SCRIPT_NAME must be: percent-decoded, and its UTF-8 bytes
+    as latin-1 text (so `/café` and `/caf%C3%A9` are both '/cafÃ©'). wsgi/environ.py strips it
+    from PATH_INFO, which is in that same form. Written back percent-encoded (--print-config),
+    so that reading the output again gives the same value."""
+
+    metavar = "PATH"
+
+    def __call__(self, raw: object) -> str:
+        if not isinstance(raw, str):
+            raise ValueError(f"expected a string, got {raw!r}")
+        try:  # argv bytes that are not UTF-8 arrive surrogate-escaped: back to those bytes
+            data = raw.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise ValueError(f"is not text, got {raw!r}") from None
+        value = unquote_to_bytes(data).decode("latin-1")
+        if value and (not value.startswith("/") or value.endswith("/")):
+            raise ValueError(f"must be empty or start with '/' and not end with '/', got {raw!r}")
+        if re.search(r"[\x00-\x1f\x7f]", value):
+            raise ValueError(f"must not contain control characters, got {raw!r}")
+        return value
+
+    def show(self, value: Any) -> str:
+        return quote(value.encode("latin-1"), safe="/:@!$&'()*+,;=")
+
+    def toml(self, value: Any) -> str:
+        return _toml_literal(self.show(value))
 
 
 def _check_url_path(value: str) -> str:
@@ -478,7 +502,7 @@ class Config:
     forwarded_allow_ips: str = _setting("127.0.0.1,::1", _PROXY, _Str(_check_ips), "--forwarded-allow-ips", doc="Comma-separated proxy IPs or CIDR networks trusted to set X-Forwarded-* headers, or '*' for any", metavar="IPS", equiv="gunicorn --forwarded-allow-ips; nginx set_real_ip_from")
     forwarded_headers: str = _setting("X-Forwarded-For,X-Forwarded-Proto", _PROXY, _Str(_check_forwarded_headers), "--forwarded-headers", doc="Which headers a trusted proxy may set: any of X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Port, Forwarded. Add one only if every proxy in front overwrites it", metavar="NAMES", equiv="uvicorn/gunicorn believe X-Forwarded-For and -Proto; nginx real_ip_header")
     proxy_protocol: bool = _setting(False, _PROXY, _Bool(), "--proxy-protocol", doc="Expect a PROXY protocol header at the start of each connection (behind HAProxy or a cloud load balancer)", equiv="gunicorn --proxy-protocol; nginx listen proxy_protocol")
-    root_path: str = _setting("", _PROXY, _Str(_check_root_path), "--root-path", doc="URL prefix the app is mounted under, passed as SCRIPT_NAME", metavar="PATH", default_doc="none", equiv="gunicorn SCRIPT_NAME")
+    root_path: str = _setting("", _PROXY, _RootPath(), "--root-path", doc="URL prefix the app is mounted under (like /app or /caf%C3%A9), passed as SCRIPT_NAME and removed from the start of PATH_INFO", metavar="PATH", default_doc="none", equiv="gunicorn: no flag, the SCRIPT_NAME environment variable (-e SCRIPT_NAME=PATH)")
 
     health_path: str = _setting("", _OPS, _Str(_check_url_path), "--health-path", doc="Answer GET PATH with 200 from the event loop (liveness), even when every app thread is busy; not logged", metavar="PATH", default_doc="off")
     ready_path: str = _setting("", _OPS, _Str(_check_url_path), "--ready-path", doc="Answer GET PATH with 200 while serving and 503 once draining (readiness), from the event loop; not logged", metavar="PATH", default_doc="off")
