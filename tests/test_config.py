@@ -54,7 +54,7 @@ def test_every_flag_is_declared_once() -> None:
 def test_defaults_alone(tmp_path: Path) -> None:
     config, sources = run(tmp_path)
     assert config.bind == ("127.0.0.1:8000",)
-    assert config.workers == (os.cpu_count() or 1)
+    assert config.workers == len(os.sched_getaffinity(0))
     assert config.limit_request_body == 1 << 30
     assert set(sources.values()) == {"default"}
 
@@ -124,6 +124,14 @@ def test_toml_keys_may_use_dashes(tmp_path: Path) -> None:
 def test_a_key_given_twice_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "frontdesk.toml").write_text("graceful-timeout = 7\ngraceful_timeout = 8\n")
     assert error(tmp_path) == "setting 'graceful_timeout' in frontdesk.toml is given twice"
+
+
+def test_default_workers_are_the_cpus_this_process_may_use(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2, 5, 7}, raising=False)
+    assert run(tmp_path).config.workers == 3  # taskset -c 2,5,7, or a cpuset
+    monkeypatch.delattr(os, "sched_getaffinity")  # not Linux
+    assert run(tmp_path).config.workers == 64
 
 
 # -- PORT and WEB_CONCURRENCY --

@@ -449,7 +449,12 @@ def _setting(
 
 
 def _cpu_count() -> int:
-    return os.cpu_count() or 1
+    """The CPUs this process may run on: taskset and cgroup cpusets narrow it, where
+    os.cpu_count() counts the whole machine. (A CPU quota, `docker --cpus`, is not a CPU set.)"""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 _APP, _CONF, _SOCK, _WORK, _LIM, _TIME, _STATIC, _PROXY, _LOG, _PROC, _OPS = GROUPS
@@ -474,7 +479,7 @@ class Config:
     backlog: int = _setting(2048, _SOCK, _Int(1, 65535), "--backlog", doc="Pending connections the kernel queues per listening socket", equiv="gunicorn --backlog; nginx listen backlog=")
     reuse_port: bool = _setting(False, _SOCK, _Bool(), "--reuse-port", doc="Set SO_REUSEPORT on listening sockets", equiv="gunicorn --reuse-port; nginx listen reuseport")
 
-    workers: int = _setting(1, _WORK, _Int(1, 4096), "-w", "--workers", doc="Worker processes", default_doc="$WEB_CONCURRENCY, else the number of CPUs", default_factory=_cpu_count, equiv="gunicorn -w; nginx worker_processes")
+    workers: int = _setting(1, _WORK, _Int(1, 4096), "-w", "--workers", doc="Worker processes", default_doc="$WEB_CONCURRENCY, else the number of CPUs this process may use (taskset, cpusets)", default_factory=_cpu_count, equiv="gunicorn -w; nginx worker_processes")
     threads: int = _setting(8, _WORK, _Int(1, 4096), "--threads", doc="Application threads per worker", equiv="gunicorn --threads")
     loop: str = _setting("auto", _WORK, _Choice(("auto", "uvloop", "asyncio")), "--loop", doc="Event loop: uvloop if installed (auto), or asyncio")
     max_requests: int = _setting(0, _WORK, _Int(0), "--max-requests", doc="Restart a worker after this many requests (0 = never)", equiv="gunicorn --max-requests")
