@@ -279,3 +279,46 @@ def test_real_process_bad_files_and_formats_are_one_line_before_binding(
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.splitlines()
     assert line.startswith("frontdesk: error: ") and named in line
+
+
+@pytest.fixture
+def keep_logging():
+    """--check-config sets up frontdesk's loggers in this process: put them back afterwards."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("frontdesk.error", "frontdesk.access")]
+    saved = [(lg, lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
+    yield
+    for lg, handlers, propagate, level in saved:
+        lg.handlers[:] = handlers
+        lg.propagate = propagate
+        lg.setLevel(level)
+
+
+def test_check_config_loads_the_app_and_exits(capsys, keep_logging) -> None:
+    assert main("--check-config", "--pythonpath", FIXTURES, "lf_factory:app") == 0
+    assert capsys.readouterr().out == "frontdesk: settings and application 'lf_factory:app' OK\n"
+    assert main("--check-config", "--pythonpath", FIXTURES, "lf_factory:nope") == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("frontdesk: error: module 'lf_factory' has no attribute 'nope'")
+    assert main("--check-config") == 2
+    assert capsys.readouterr().err.startswith("frontdesk: error: no application given")
+
+
+def test_check_config_applies_the_log_config(capsys, tmp_path: Path, keep_logging) -> None:
+    (tmp_path / "handler.toml").write_bytes(BAD_FILES["handler.toml"])
+    assert main("--check-config", "--log-config", "handler.toml", "--pythonpath", FIXTURES,
+                "lf_factory:app") == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("frontdesk: error: setting 'log_config' is invalid: handler.toml: ")
+    assert "no.such.Handler" in line
+
+
+def test_check_config_in_a_real_process(detecting_env, tmp_path: Path) -> None:
+    (tmp_path / "wsgi.py").write_text("def app(environ, start_response):\n    return []\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "frontdesk", "--check-config", "-b", "127.0.0.1:0", "wsgi:app"],
+        env=detecting_env, cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "frontdesk: settings and application 'wsgi:app' OK\n"

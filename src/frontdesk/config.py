@@ -473,7 +473,8 @@ class Config:
     reload_include: tuple[str, ...] = _setting((), _APP, _List(_Str()), "--reload-include", "--reload-extra-file", doc="With --reload, also watch files matching this glob (or this file); repeatable", metavar="GLOB", equiv="gunicorn --reload-extra-file")
 
     config: str | None = _setting(None, _CONF, _Str(optional=True), "-c", "--config", doc="TOML file to read settings from", metavar="FILE", default_doc="./frontdesk.toml, else [tool.frontdesk] in ./pyproject.toml", file=False, equiv="gunicorn -c")
-    print_config: bool = _setting(False, _CONF, _Bool(), "--print-config", doc="Print every setting's value and where it came from, then exit", env=False, file=False)
+    print_config: bool = _setting(False, _CONF, _Bool(), "--print-config", doc="Print every setting's value and where it came from, as TOML, then exit", env=False, file=False, equiv="gunicorn --print-config")
+    check_config: bool = _setting(False, _CONF, _Bool(), "--check-config", doc="Check the settings and load the app, then exit: status 0, or 2 with the error", env=False, file=False, equiv="gunicorn --check-config")
 
     bind: tuple[str, ...] = _setting(("127.0.0.1:8000",), _SOCK, _List(_Str(_check_bind), required=True), "-b", "--bind", doc="Listen on HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable", metavar="ADDRESS", default_doc="127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set", equiv="gunicorn -b; nginx listen")
     backlog: int = _setting(2048, _SOCK, _Int(1, 65535), "--backlog", doc="Pending connections the kernel queues per listening socket", equiv="gunicorn --backlog; nginx listen backlog=")
