@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import types
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+import frontdesk
 from frontdesk import cli
-from frontdesk.config import Config
+from frontdesk.cli import build_parser
+from frontdesk.config import SETTINGS, Config
 from frontdesk.loader import load_app
 
 FIXTURES = str(Path(__file__).resolve().parent / "loader_fixtures")
@@ -76,13 +79,38 @@ def test_missing_app(server, capsys) -> None:
     assert server == []
 
 
-def test_argparse_errors_exit_2_with_a_suggestion(capsys) -> None:
+def test_argparse_errors_are_one_line_status_2_with_a_suggestion(capsys) -> None:
     assert main("--threds", "4", "myapp:app") == 2
-    assert "unrecognized arguments: --threds" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "frontdesk: error: unknown option --threds (did you mean --threads?); see frontdesk --help\n")
     assert main("--graceful-timeot=3", "myapp:app") == 2
-    assert "(did you mean --graceful-timeout?)" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("frontdesk: error: unknown option --graceful-timeot"
+                                       " (did you mean --graceful-timeout?); see frontdesk --help\n")
     assert main("--log-level") == 2
+    assert capsys.readouterr().err == "frontdesk: error: argument --log-level: expected one argument\n"
     assert main("--thread", "4", "myapp:app") == 2  # no abbreviations: a typo is not a prefix
+    assert capsys.readouterr().err.startswith("frontdesk: error: unknown option --thread ")
+    assert main("myapp:app", "other:app") == 2
+    assert capsys.readouterr().err == (
+        "frontdesk: error: unexpected argument 'other:app': give one APP, and options before or"
+        " after it\n")
+
+
+def test_gunicorn_spellings_of_the_same_settings(server) -> None:
+    assert main("-m", "027", "--access-logformat", "%(h)s %(s)s", "--log-file", "-",
+                "--reload-extra-file", "templates/base.html", "--log-config-json", "",
+                "myapp:app") == 3
+    (config,) = server
+    assert (config.umask, config.access_log_format, config.error_log) == (0o27, "%(h)s %(s)s", "-")
+    assert config.reload_include == ("templates/base.html",)
+
+
+def test_every_gunicorn_flag_named_as_an_equivalent_is_accepted() -> None:
+    flags = build_parser()._option_string_actions
+    named = {flag for s in SETTINGS
+             for flag in re.findall(r"(?:gunicorn |, )(-{1,2}[a-z][a-z_-]*)", s.equiv)}
+    assert {"-m", "--access-logformat", "--log-file", "--log-config-json"} <= named
+    assert sorted(named - set(flags)) == []
 
 
 def test_help_groups_settings_and_shows_defaults(capsys) -> None:
@@ -171,7 +199,9 @@ def detecting_env(tmp_path: Path) -> dict[str, str]:
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(BIND_DETECTOR)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRONTDESK_")}
-    env.update(PYTHONPATH=str(hooks), PORT="", WEB_CONCURRENCY="")
+    # The frontdesk under test, not whichever one the interpreter has installed.
+    src = str(Path(frontdesk.__file__).resolve().parent.parent)
+    env.update(PYTHONPATH=os.pathsep.join([str(hooks), src]), PORT="", WEB_CONCURRENCY="")
     control = subprocess.run(
         [sys.executable, "-c", "import socket; socket.socket().bind(('127.0.0.1', 0))"],
         env=env, capture_output=True, text=True, timeout=30, check=False,
@@ -210,3 +240,85 @@ def test_real_process_print_config(detecting_env, tmp_path: Path) -> None:
     )
     assert (result.returncode, result.stderr) == (0, "")
     assert any(" ".join(x.split()) == 'bind = ["0.0.0.0:5000"] # env PORT' for x in result.stdout.splitlines())
+
+
+BAD_FILES = {
+    "bad.json": b'{"version": 1, bad json',
+    "bad.toml": b"version = \n",
+    "v2.json": b'{"version": 2}',
+    "handler.toml": b'version = 1\n[handlers.x]\nclass = "no.such.Handler"\n',
+    "latin1.toml": 'threads = 2 # caf\xe9\n'.encode("latin-1"),
+    "inf.toml": b"timeout = inf\n",
+}
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--log-config", "missing.json"], "'log_config'"),
+    (["--log-config", "bad.json"], "'log_config'"),
+    (["--log-config", "bad.toml"], "'log_config'"),
+    (["--log-config", "v2.json"], "'log_config'"),
+    (["--log-config", "handler.toml"], "'log_config'"),  # only dictConfig itself finds this one
+    (["--error-logfile", "nodir/error.log"], "'error_log'"),
+    (["--log-file", "nodir/error.log"], "'error_log'"),
+    (["--access-logfile", "nodir/access.log"], "'access_log'"),
+    (["--pid", "nodir/frontdesk.pid"], "'pid'"),
+    (["--chdir", "/nonexistent"], "'chdir'"),
+    (["-c", "latin1.toml"], "latin1.toml"),
+    (["--access-log-format", "%(h) %(s)s"], "'access_log_format'"),
+    (["--access-log-format", "100% of %(r)s"], "'access_log_format'"),
+    (["-c", "inf.toml"], "'timeout'"),
+])
+def test_real_process_bad_files_and_formats_are_one_line_before_binding(
+        args, named, detecting_env, tmp_path: Path) -> None:
+    for name, data in BAD_FILES.items():
+        (tmp_path / name).write_bytes(data)
+    result = subprocess.run(
+        [sys.executable, "-m", "frontdesk", "-b", "127.0.0.1:0", *args, "myapp:app"],
+        env=detecting_env, cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("frontdesk: error: ") and named in line
+
+
+@pytest.fixture
+def keep_logging():
+    """--check-config sets up frontdesk's loggers in this process: put them back afterwards."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("frontdesk.error", "frontdesk.access")]
+    saved = [(lg, lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
+    yield
+    for lg, handlers, propagate, level in saved:
+        lg.handlers[:] = handlers
+        lg.propagate = propagate
+        lg.setLevel(level)
+
+
+def test_check_config_loads_the_app_and_exits(capsys, keep_logging) -> None:
+    assert main("--check-config", "--pythonpath", FIXTURES, "lf_factory:app") == 0
+    assert capsys.readouterr().out == "frontdesk: settings and application 'lf_factory:app' OK\n"
+    assert main("--check-config", "--pythonpath", FIXTURES, "lf_factory:nope") == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("frontdesk: error: module 'lf_factory' has no attribute 'nope'")
+    assert main("--check-config") == 2
+    assert capsys.readouterr().err.startswith("frontdesk: error: no application given")
+
+
+def test_check_config_applies_the_log_config(capsys, tmp_path: Path, keep_logging) -> None:
+    (tmp_path / "handler.toml").write_bytes(BAD_FILES["handler.toml"])
+    assert main("--check-config", "--log-config", "handler.toml", "--pythonpath", FIXTURES,
+                "lf_factory:app") == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("frontdesk: error: setting 'log_config' is invalid: handler.toml: ")
+    assert "no.such.Handler" in line
+
+
+def test_check_config_in_a_real_process(detecting_env, tmp_path: Path) -> None:
+    (tmp_path / "wsgi.py").write_text("def app(environ, start_response):\n    return []\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "frontdesk", "--check-config", "-b", "127.0.0.1:0", "wsgi:app"],
+        env=detecting_env, cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "frontdesk: settings and application 'wsgi:app' OK\n"

@@ -54,7 +54,7 @@ def test_every_flag_is_declared_once() -> None:
 def test_defaults_alone(tmp_path: Path) -> None:
     config, sources = run(tmp_path)
     assert config.bind == ("127.0.0.1:8000",)
-    assert config.workers == (os.cpu_count() or 1)
+    assert config.workers == len(os.sched_getaffinity(0))
     assert config.limit_request_body == 1 << 30
     assert set(sources.values()) == {"default"}
 
@@ -124,6 +124,14 @@ def test_toml_keys_may_use_dashes(tmp_path: Path) -> None:
 def test_a_key_given_twice_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "frontdesk.toml").write_text("graceful-timeout = 7\ngraceful_timeout = 8\n")
     assert error(tmp_path) == "setting 'graceful_timeout' in frontdesk.toml is given twice"
+
+
+def test_default_workers_are_the_cpus_this_process_may_use(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2, 5, 7}, raising=False)
+    assert run(tmp_path).config.workers == 3  # taskset -c 2,5,7, or a cpuset
+    monkeypatch.delattr(os, "sched_getaffinity")  # not Linux
+    assert run(tmp_path).config.workers == 64
 
 
 # -- PORT and WEB_CONCURRENCY --
@@ -237,6 +245,12 @@ def test_invalid_toml(tmp_path: Path) -> None:
          ("unix:/run/a.sock", "fd://3", "[::]:0", "localhost:80")),
         ("bind", "0.0.0.0:8000", ("0.0.0.0:8000",)),
         ("root_path", "/app", "/app"),
+        # PEP 3333 form: percent-decoded, UTF-8 bytes as latin-1 text, as PATH_INFO is.
+        ("root_path", "/café", "/caf\xc3\xa9"),
+        ("root_path", "/caf%C3%A9", "/caf\xc3\xa9"),
+        ("root_path", "/a%20b/c", "/a b/c"),
+        ("timeout", 86400, 86400.0),
+        ("access_log_format", "%(h)s 100%% %({x-y}i)s %({REMOTE_USER}e)s", "%(h)s 100%% %({x-y}i)s %({REMOTE_USER}e)s"),
         ("access_log", "", None),
         ("access_log", "-", "-"),
     ],
@@ -267,6 +281,19 @@ def test_values_are_parsed(tmp_path: Path, name: str, raw: object, expected: obj
         ("bind", [], "needs at least one value"),
         ("root_path", "app", "must be empty or start with '/'"),
         ("root_path", "/app/", "must be empty or start with '/'"),
+        ("root_path", "/app%2F", "must be empty or start with '/'"),
+        ("root_path", "/a%0Ab", "must not contain control characters"),
+        ("timeout", "86401", "must be at most 86400 seconds"),
+        ("graceful_timeout", float("inf"), "must be at most 86400 seconds, got inf"),
+        ("keepalive", float("nan"), "expected a number of seconds, got nan"),
+        ("request_timeout", 1e300, "must be at most 86400 seconds"),
+        ("max_requests", 1 << 64, "at most 9223372036854775807"),
+        ("limit_request_body", -1, "must be at least 0, got -1"),
+        ("access_log_format", "%(h) %(s)s", "unsupported format character"),
+        ("access_log_format", "100% of %(r)s", "'%' at offset 3 of '100% of %(r)s' is not an atom"),
+        ("access_log_format", "%s", "is not an atom"),
+        ("access_log_format", "%(s)d", "is not a valid access log format"),
+        ("access_log_format", "%(h)s %(", "'%' at offset 6 of '%(h)s %(' is not an atom"),
         ("loop", "trio", "expected one of auto, uvloop, asyncio, got 'trio'"),
         ("log_level", "loud", "expected one of debug"),
         ("forwarded_allow_ips", "10.0.0.300", "'10.0.0.300' is not an IP address"),
@@ -334,3 +361,122 @@ def test_print_config_round_trips_as_toml(tmp_path: Path) -> None:
     assert dataclasses.replace(again, config=None) == config
     assert again_sources["umask"] == "saved.toml"
     assert tomllib.loads(text)["umask"] == 0o27
+
+
+def test_durations_from_toml_are_finite_and_bounded(tmp_path: Path) -> None:
+    for raw in ("inf", "nan", "-inf", "1e300"):
+        (tmp_path / "frontdesk.toml").write_text(f"timeout = {raw}\n")
+        assert error(tmp_path).startswith("setting 'timeout' in frontdesk.toml is invalid: ")
+
+
+def test_config_file_that_is_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / "frontdesk.toml").write_bytes("threads = 2  # caf\xe9\n".encode("latin-1"))
+    assert error(tmp_path) == (
+        "config file frontdesk.toml is not valid TOML: it is not UTF-8 (byte 0xe9 at offset 18)")
+
+
+# -- files and directories named by settings --
+
+
+@pytest.mark.parametrize(("name", "value", "complaint"), [
+    ("chdir", "nowhere", "no such directory: nowhere"),
+    ("chdir", "a-file", "no such directory: a-file"),
+    ("pid", "nowhere/x.pid", "cannot write nowhere/x.pid: no such directory: "),
+    ("pid", "a-dir", "cannot write a-dir: it is a directory"),
+    ("error_log", "nowhere/e.log", "cannot write nowhere/e.log: no such directory: "),
+    ("access_log", "a-file/a.log", "cannot write a-file/a.log: no such directory: "),
+    ("log_config", "nowhere.toml", "cannot read "),
+])
+def test_missing_directories_and_files(tmp_path: Path, name: str, value: str, complaint: str) -> None:
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-dir").mkdir()
+    message = error(tmp_path, {name: value})
+    assert message.startswith(f"setting '{name}' on the command line is invalid: {complaint}")
+
+
+def test_paths_that_are_fine(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "old.log").write_text("kept\n")
+    cli = {"chdir": "logs", "pid": "logs/x.pid", "error_log": "logs/old.log",
+           "access_log": str(tmp_path / "logs" / "new.log")}
+    config = run(tmp_path, cli).config
+    assert (config.chdir, config.pid, config.error_log) == ("logs", "logs/x.pid", "logs/old.log")
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["old.log"]  # nothing created
+
+
+def test_unwritable_directories(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "logs").mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # tests run as root here
+    assert error(tmp_path, {"access_log": "logs/a.log"}) == (
+        f"setting 'access_log' on the command line is invalid: cannot write logs/a.log:"
+        f" permission denied in directory {tmp_path / 'logs'}")
+
+
+def test_log_files_are_not_checked_when_log_config_replaces_them(tmp_path: Path) -> None:
+    (tmp_path / "log.toml").write_text("version = 1\n")
+    config = run(tmp_path, {"log_config": "log.toml", "error_log": "nowhere/e.log"}).config
+    assert config.error_log == "nowhere/e.log"
+
+
+@pytest.mark.parametrize(("file", "data", "complaint"), [
+    ("bad.json", b'{"version": 1, bad', "bad.json is not valid JSON: "),
+    ("bad.toml", b"version = \n", "bad.toml is not valid TOML (JSON files must end in .json): "),
+    ("logging.ini", b"[loggers]\nkeys=root\n", "logging.config.fileConfig files are not read"),
+    ("v2.json", b'{"version": 2}', "v2.json is not a logging.config.dictConfig: it needs version = 1"),
+    ("list.json", b"[1]", "list.json is not a logging.config.dictConfig"),
+    ("latin1.toml", "version = 1 # \xe9\n".encode("latin-1"), "latin1.toml is not UTF-8 (byte 0xe9"),
+])
+def test_bad_log_config_files(tmp_path: Path, file: str, data: bytes, complaint: str) -> None:
+    (tmp_path / file).write_bytes(data)
+    message = error(tmp_path, env={"FRONTDESK_LOG_CONFIG": file})
+    assert message.startswith(
+        "setting 'log_config' in environment variable FRONTDESK_LOG_CONFIG is invalid: ")
+    assert complaint in message
+
+
+# -- --print-config output is TOML that reads back as the same settings --
+
+
+def test_print_config_round_trips_any_value(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    cli = {
+        "app": "myäpp:app",
+        "access_log_format": 'tab\t nl\n quote" backslash\\ del\x7f nul\x00 emoji\U0001F600 %(h)s',
+        "access_log": "logs/äccess.log",
+        "root_path": "/café/%25",
+        "timeout": "86400", "graceful_timeout": "0.000001", "keepalive": "0",
+        "limit_request_body": str((1 << 63) - 1), "max_requests": "0",
+        "limit_req": "0.5,3", "umask": "0", "bind": ["[::1]:0", "unix:/tmp/a b.sock"],
+        "reload_include": ["*.html", "it's \"quoted\""],
+    }
+    config, sources = run(tmp_path, cli)
+    text = format_config(config, sources)
+    tomllib.loads(text)
+    (tmp_path / "saved.toml").write_text(text, encoding="utf-8")
+    again = run(tmp_path, {"config": "saved.toml"}).config
+    assert dataclasses.replace(again, config=None) == config
+    assert config.root_path == "/caf\xc3\xa9/%"
+    assert 'root_path = "/caf%C3%A9/%25"' in text
+
+
+def test_print_config_comments_out_what_toml_cannot_hold(tmp_path: Path) -> None:
+    config, sources = run(tmp_path, {"app": "m\udcff:app"})  # a byte of argv that is not UTF-8
+    text = format_config(config, sources)
+    text.encode("utf-8")
+    assert "app" not in tomllib.loads(text)
+    assert "# app cannot be written as TOML: 'm\\udcff:app'" in text
+
+
+# -- --root-path through a real server --
+
+
+def test_root_path_in_pep3333_form_through_the_server(server_factory) -> None:
+    import json
+
+    server = server_factory("tests.apps:router", "--workers", "1", "--root-path", "/café")
+    for target in (b"/caf%C3%A9/environ", b"/caf%c3%a9/environ?x=1"):
+        response = server.raw(b"GET " + target + b" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), response
+        environ = json.loads(body)
+        assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("/caf\xc3\xa9", "/environ")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
-import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from frontdesk import __version__
 from frontdesk.config import GROUPS, SETTINGS, Config, format_config, resolve
@@ -26,14 +25,23 @@ See docs/configuration.md, or run with --print-config to see what is in effect."
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        match = re.match(r"unrecognized arguments: (-\S+)", message)
-        if match:
-            flag = match[1].split("=")[0]
+    """argparse, with every mistake reported as the one `frontdesk: error:` line (status 2) that
+    bad settings get, rather than the usage text and a differently worded error."""
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        namespace, extra = self.parse_known_args(args, namespace)
+        if extra:
+            flag = next((a.split("=")[0] for a in extra if a.startswith("-") and a != "-"), None)
+            if flag is None:
+                self.error(f"unexpected argument {extra[0]!r}: give one APP, and options before"
+                           " or after it")
             close = difflib.get_close_matches(flag, list(self._option_string_actions), n=1)
-            if close:
-                message += f" (did you mean {close[0]}?)"
-        super().error(message)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            self.error(f"unknown option {flag}{hint}; see frontdesk --help")
+        return namespace
+
+    def error(self, message: str) -> NoReturn:
+        _fail(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,20 +84,43 @@ def _fail(message: str) -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run frontdesk with `argv` (default: sys.argv[1:]); always exits.
 
-    Exit status: the server's, 0 after --print-config, 2 for a bad setting or an app that does
-    not load (one `frontdesk: error:` line on stderr, after the app's traceback if it raised).
+    Exit status: the server's, 0 after --print-config or a successful --check-config, 2 for a
+    bad setting or an app that does not load (one `frontdesk: error:` line on stderr, after the
+    app's traceback if it raised).
     """
     given = vars(build_parser().parse_args(argv))
     try:
         config, sources = resolve(given)
-        if not config.app and not config.print_config:
+        if not config.app and (config.check_config or not config.print_config):
             raise ConfigError("no application given: frontdesk [OPTIONS] APP (or 'app' in frontdesk.toml)")
     except ConfigError as exc:
         _fail(str(exc))
     if config.print_config:
         sys.stdout.write(format_config(config, sources))
+    if config.check_config:
+        sys.exit(_check(config))
+    if config.print_config:
         sys.exit(0)
     sys.exit(_serve(config))
+
+
+def _check(config: Config) -> int:
+    """--check-config: what the server does before it binds, short of user and group changes:
+    set up logging (opening the log files) and import the app, as a worker would."""
+    from frontdesk import logs
+    from frontdesk.loader import load_app
+
+    try:
+        logs.configure(config)
+        load_app(config.app, chdir=config.chdir, pythonpath=tuple(config.pythonpath))
+    except AppLoadError as exc:
+        sys.stderr.write(app_traceback(exc))
+        _fail(str(exc))
+    except ConfigError as exc:
+        _fail(str(exc))
+    if not config.print_config:  # whose output must stay TOML
+        sys.stdout.write(f"frontdesk: settings and application {config.app!r} OK\n")
+    return 0
 
 
 def _serve(config: Config) -> int:

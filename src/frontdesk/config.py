@@ -29,6 +29,7 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, cast
+from urllib.parse import quote, unquote_to_bytes
 
 from frontdesk.errors import ConfigError
 
@@ -68,6 +69,20 @@ GROUPS = (
 _COMBINED = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s %(rid)s'
 
 
+_INT64_MAX = (1 << 63) - 1
+
+
+def _toml_literal(value: object) -> str:
+    """A TOML literal for a string, number, bool or list of them.
+
+    JSON's are TOML's, given real characters instead of surrogate-pair escapes (`ensure_ascii`,
+    which TOML's \\u does not take), DEL escaped (TOML forbids it raw) and no NaN or Infinity.
+    """
+    if isinstance(value, tuple):
+        value = list(value)
+    return json.dumps(value, ensure_ascii=False, allow_nan=False).replace("\x7f", "\\u007f")
+
+
 # -- value types: a raw value (str from argv/env, or a TOML value) -> typed value, or ValueError --
 
 
@@ -82,8 +97,8 @@ class _Type:
         return "unset" if value is None else str(value)
 
     def toml(self, value: Any) -> str:
-        """TOML literal for --print-config (JSON strings, numbers, arrays are valid TOML)."""
-        return json.dumps(list(value) if isinstance(value, tuple) else value)
+        """TOML literal for --print-config (see `_toml_literal`)."""
+        return _toml_literal(value)
 
 
 class _Bool(_Type):
@@ -115,8 +130,9 @@ class _Int(_Type):
         value = self._number(raw.strip()) if isinstance(raw, str) else raw
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"expected {self._WHAT}, got {raw!r}")
-        if value < self.lo or (self.hi is not None and value > self.hi):
-            top = "" if self.hi is None else f" and at most {self.show(self.hi)}"
+        hi = _INT64_MAX if self.hi is None else self.hi  # what a TOML integer can hold
+        if value < self.lo or value > hi:
+            top = f" and at most {self.show(hi)}" if self.hi is not None or value > hi else ""
             raise ValueError(f"must be at least {self.show(self.lo)}{top}, got {self.show(value)}")
         return value
 
@@ -159,9 +175,11 @@ class _Octal(_Int):
 
 @dataclasses.dataclass(frozen=True)
 class _Duration(_Type):
-    """Seconds, as a float; `positive` forbids 0."""
+    """Seconds, as a float; `positive` forbids 0. At most `hi` (a day): TOML can spell `inf`,
+    `nan` and `1e300`, which no timer or select() can take and --print-config cannot write."""
 
     positive: bool = True
+    hi: float = 86400.0
     metavar = "SECONDS"
 
     def __call__(self, raw: object) -> float:
@@ -173,6 +191,8 @@ class _Duration(_Type):
             raise ValueError(f"expected a number of seconds, got {raw!r}")
         if value < 0 or (self.positive and value == 0):
             raise ValueError(f"must be {'more than' if self.positive else 'at least'} 0, got {raw!r}")
+        if value > self.hi:
+            raise ValueError(f"must be at most {self.hi:g} seconds, got {raw!r}")
         return float(value)
 
     def show(self, value: Any) -> str:
@@ -292,10 +312,33 @@ def _check_bind(value: str) -> str:
     return value
 
 
-def _check_root_path(value: str) -> str:
-    if value and (not value.startswith("/") or value.endswith("/")):
-        raise ValueError(f"must be empty or start with '/' and not end with '/', got {value!r}")
-    return value
+class _RootPath(_Type):
+    """--root-path in PEP 3333 form, as SCRIPT_NAME must be: percent-decoded, and its UTF-8 bytes
+    as latin-1 text (so `/café` and `/caf%C3%A9` are both '/cafÃ©'). wsgi/environ.py strips it
+    from PATH_INFO, which is in that same form. Written back percent-encoded (--print-config),
+    so that reading the output again gives the same value."""
+
+    metavar = "PATH"
+
+    def __call__(self, raw: object) -> str:
+        if not isinstance(raw, str):
+            raise ValueError(f"expected a string, got {raw!r}")
+        try:  # argv bytes that are not UTF-8 arrive surrogate-escaped: back to those bytes
+            data = raw.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise ValueError(f"is not text, got {raw!r}") from None
+        value = unquote_to_bytes(data).decode("latin-1")
+        if value and (not value.startswith("/") or value.endswith("/")):
+            raise ValueError(f"must be empty or start with '/' and not end with '/', got {raw!r}")
+        if re.search(r"[\x00-\x1f\x7f]", value):
+            raise ValueError(f"must not contain control characters, got {raw!r}")
+        return value
+
+    def show(self, value: Any) -> str:
+        return quote(value.encode("latin-1"), safe="/:@!$&'()*+,;=")
+
+    def toml(self, value: Any) -> str:
+        return _toml_literal(self.show(value))
 
 
 def _check_url_path(value: str) -> str:
@@ -338,6 +381,12 @@ def _check_ips(value: str) -> str:
         except ValueError:
             raise ValueError(f"{part!r} is not an IP address, a CIDR network or '*'") from None
     return ",".join(parts)
+
+
+def _check_access_log_format(value: str) -> str:
+    from frontdesk import logs  # lazily: logs owns the atoms
+
+    return logs.check_format(value)
 
 
 def _check_static(value: str) -> str:
@@ -400,7 +449,12 @@ def _setting(
 
 
 def _cpu_count() -> int:
-    return os.cpu_count() or 1
+    """The CPUs this process may run on: taskset and cgroup cpusets narrow it, where
+    os.cpu_count() counts the whole machine. (A CPU quota, `docker --cpus`, is not a CPU set.)"""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 _APP, _CONF, _SOCK, _WORK, _LIM, _TIME, _STATIC, _PROXY, _LOG, _PROC, _OPS = GROUPS
@@ -416,16 +470,17 @@ class Config:
     pythonpath: tuple[str, ...] = _setting((), _APP, _List(_Str(), sep=","), "--pythonpath", doc="Comma-separated directories to put at the front of sys.path", metavar="DIRS", equiv="gunicorn --pythonpath")
     preload: bool = _setting(False, _APP, _Bool(), "--preload", doc="Load the app in the master before forking workers (less memory; code is not reloaded on HUP)", equiv="gunicorn --preload")
     reload: bool = _setting(False, _APP, _Bool(), "--reload", doc="Restart workers when a loaded Python file changes (for development)", equiv="gunicorn --reload")
-    reload_include: tuple[str, ...] = _setting((), _APP, _List(_Str()), "--reload-include", doc="With --reload, also watch files matching this glob; repeatable", metavar="GLOB", equiv="gunicorn --reload-extra-file")
+    reload_include: tuple[str, ...] = _setting((), _APP, _List(_Str()), "--reload-include", "--reload-extra-file", doc="With --reload, also watch files matching this glob (or this file); repeatable", metavar="GLOB", equiv="gunicorn --reload-extra-file")
 
     config: str | None = _setting(None, _CONF, _Str(optional=True), "-c", "--config", doc="TOML file to read settings from", metavar="FILE", default_doc="./frontdesk.toml, else [tool.frontdesk] in ./pyproject.toml", file=False, equiv="gunicorn -c")
-    print_config: bool = _setting(False, _CONF, _Bool(), "--print-config", doc="Print every setting's value and where it came from, then exit", env=False, file=False)
+    print_config: bool = _setting(False, _CONF, _Bool(), "--print-config", doc="Print every setting's value and where it came from, as TOML, then exit", env=False, file=False, equiv="gunicorn --print-config")
+    check_config: bool = _setting(False, _CONF, _Bool(), "--check-config", doc="Check the settings and load the app, then exit: status 0, or 2 with the error", env=False, file=False, equiv="gunicorn --check-config")
 
     bind: tuple[str, ...] = _setting(("127.0.0.1:8000",), _SOCK, _List(_Str(_check_bind), required=True), "-b", "--bind", doc="Listen on HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable", metavar="ADDRESS", default_doc="127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set", equiv="gunicorn -b; nginx listen")
     backlog: int = _setting(2048, _SOCK, _Int(1, 65535), "--backlog", doc="Pending connections the kernel queues per listening socket", equiv="gunicorn --backlog; nginx listen backlog=")
     reuse_port: bool = _setting(False, _SOCK, _Bool(), "--reuse-port", doc="Set SO_REUSEPORT on listening sockets", equiv="gunicorn --reuse-port; nginx listen reuseport")
 
-    workers: int = _setting(1, _WORK, _Int(1, 4096), "-w", "--workers", doc="Worker processes", default_doc="$WEB_CONCURRENCY, else the number of CPUs", default_factory=_cpu_count, equiv="gunicorn -w; nginx worker_processes")
+    workers: int = _setting(1, _WORK, _Int(1, 4096), "-w", "--workers", doc="Worker processes", default_doc="$WEB_CONCURRENCY, else the number of CPUs this process may use (taskset, cpusets)", default_factory=_cpu_count, equiv="gunicorn -w; nginx worker_processes")
     threads: int = _setting(8, _WORK, _Int(1, 4096), "--threads", doc="Application threads per worker", equiv="gunicorn --threads")
     loop: str = _setting("auto", _WORK, _Choice(("auto", "uvloop", "asyncio")), "--loop", doc="Event loop: uvloop if installed (auto), or asyncio")
     max_requests: int = _setting(0, _WORK, _Int(0), "--max-requests", doc="Restart a worker after this many requests (0 = never)", equiv="gunicorn --max-requests")
@@ -453,7 +508,7 @@ class Config:
     forwarded_allow_ips: str = _setting("127.0.0.1,::1", _PROXY, _Str(_check_ips), "--forwarded-allow-ips", doc="Comma-separated proxy IPs or CIDR networks trusted to set X-Forwarded-* headers, or '*' for any", metavar="IPS", equiv="gunicorn --forwarded-allow-ips; nginx set_real_ip_from")
     forwarded_headers: str = _setting("X-Forwarded-For,X-Forwarded-Proto", _PROXY, _Str(_check_forwarded_headers), "--forwarded-headers", doc="Which headers a trusted proxy may set: any of X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Port, Forwarded. Add one only if every proxy in front overwrites it", metavar="NAMES", equiv="uvicorn/gunicorn believe X-Forwarded-For and -Proto; nginx real_ip_header")
     proxy_protocol: bool = _setting(False, _PROXY, _Bool(), "--proxy-protocol", doc="Expect a PROXY protocol header at the start of each connection (behind HAProxy or a cloud load balancer)", equiv="gunicorn --proxy-protocol; nginx listen proxy_protocol")
-    root_path: str = _setting("", _PROXY, _Str(_check_root_path), "--root-path", doc="URL prefix the app is mounted under, passed as SCRIPT_NAME", metavar="PATH", default_doc="none", equiv="gunicorn SCRIPT_NAME")
+    root_path: str = _setting("", _PROXY, _RootPath(), "--root-path", doc="URL prefix the app is mounted under (like /app or /caf%C3%A9), passed as SCRIPT_NAME and removed from the start of PATH_INFO", metavar="PATH", default_doc="none", equiv="gunicorn: no flag, the SCRIPT_NAME environment variable (-e SCRIPT_NAME=PATH)")
 
     health_path: str = _setting("", _OPS, _Str(_check_url_path), "--health-path", doc="Answer GET PATH with 200 from the event loop (liveness), even when every app thread is busy; not logged", metavar="PATH", default_doc="off")
     ready_path: str = _setting("", _OPS, _Str(_check_url_path), "--ready-path", doc="Answer GET PATH with 200 while serving and 503 once draining (readiness), from the event loop; not logged", metavar="PATH", default_doc="off")
@@ -467,16 +522,16 @@ class Config:
     max_worker_memory: int = _setting(0, _OPS, _Int(0), "--max-worker-memory", doc="Replace a worker gracefully (replacement first) when its resident memory exceeds this many MiB, one worker at a time (0 = no limit)", metavar="MB", equiv="uWSGI reload-on-rss")
 
     access_log: str | None = _setting(None, _LOG, _Str(optional=True), "--access-logfile", doc="Write an access log line per request to PATH ('-' = stdout)", metavar="PATH", default_doc="off", equiv="gunicorn --access-logfile; nginx access_log")
-    access_log_format: str = _setting(_COMBINED, _LOG, _Str(), "--access-log-format", doc="Access log line, with gunicorn's %(x)s atoms", metavar="FORMAT", default_doc="Apache combined + µs + request id", equiv="gunicorn --access-logformat; nginx log_format")
+    access_log_format: str = _setting(_COMBINED, _LOG, _Str(_check_access_log_format), "--access-log-format", "--access-logformat", doc="Access log line, with gunicorn's %(x)s atoms", metavar="FORMAT", default_doc="Apache combined + µs + request id", equiv="gunicorn --access-logformat; nginx log_format")
     access_log_json: bool = _setting(False, _LOG, _Bool(), "--access-log-json", doc="Write access log lines as JSON objects instead")
-    error_log: str = _setting("-", _LOG, _Str(), "--error-logfile", doc="Write the error log to PATH ('-' = stderr)", metavar="PATH", equiv="gunicorn --error-logfile; nginx error_log")
+    error_log: str = _setting("-", _LOG, _Str(), "--error-logfile", "--log-file", doc="Write the error log to PATH ('-' = stderr)", metavar="PATH", equiv="gunicorn --error-logfile, --log-file; nginx error_log")
     log_level: str = _setting("info", _LOG, _Choice(("debug", "info", "warning", "error", "critical")), "--log-level", doc="Least severe error log messages written", equiv="gunicorn --log-level")
-    log_config: str | None = _setting(None, _LOG, _Str(optional=True), "--log-config", doc="logging.config.dictConfig file (TOML or JSON) replacing frontdesk's logging setup", metavar="FILE", equiv="gunicorn --log-config-dict")
+    log_config: str | None = _setting(None, _LOG, _Str(optional=True), "--log-config", "--log-config-json", doc="logging.config.dictConfig file (TOML, or JSON if it ends in .json) replacing frontdesk's logging setup", metavar="FILE", equiv="gunicorn --log-config-json, logconfig_dict")
 
     pid: str | None = _setting(None, _PROC, _Str(optional=True), "-p", "--pid", doc="Write the master's process id to FILE", metavar="FILE", equiv="gunicorn -p; nginx pid")
     user: str | None = _setting(None, _PROC, _Str(optional=True), "-u", "--user", doc="Run workers as this user (name or uid)", metavar="USER", equiv="gunicorn -u; nginx user")
     group: str | None = _setting(None, _PROC, _Str(optional=True), "-g", "--group", doc="Run workers as this group (name or gid)", metavar="GROUP", equiv="gunicorn -g; nginx user")
-    umask: int | None = _setting(None, _PROC, _Octal(0, 0o777), "--umask", doc="File mode creation mask (octal, like 027), also for unix sockets", equiv="gunicorn -m")
+    umask: int | None = _setting(None, _PROC, _Octal(0, 0o777), "-m", "--umask", doc="File mode creation mask (octal, like 027), also for unix sockets", equiv="gunicorn -m, --umask")
     # fmt: on
 
 
@@ -560,6 +615,9 @@ def _read_toml(path: Path, label: str) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {label} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {label} is not valid TOML: it is not UTF-8"
+                          f" (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"config file {label} cannot be read: {exc.strerror}") from None
 
@@ -619,7 +677,49 @@ def resolve(
     for given in file_layer + env_layer + cli_layer:  # lowest source first
         values[given.name] = _parse(given)
         sources[given.name] = given.source
-    return Resolved(Config(**values), sources)
+    config = Config(**values)
+    _check_paths(config, sources, here)
+    return Resolved(config, sources)
+
+
+def _check_paths(config: Config, sources: Mapping[str, str], here: Path) -> None:
+    """The files and directories settings name, checked now: the alternative is a traceback, or
+    an error after the sockets are bound and workers booted. Relative paths are relative to
+    `here`, where frontdesk starts (logs and the pid file are opened before any --chdir)."""
+
+    def fail(name: str, reason: str) -> ConfigError:
+        return ConfigError(f"setting {name!r} {_where(sources[name])} is invalid: {reason}")
+
+    if config.chdir is not None and not (here / config.chdir).is_dir():
+        raise fail("chdir", f"no such directory: {config.chdir}")
+    files = ["pid"] if config.log_config else ["error_log", "access_log", "pid"]
+    for name in files:
+        value = getattr(config, name)
+        if value and not (value == "-" and name != "pid"):
+            problem = _cannot_write(here / value, replace=name == "pid")
+            if problem:
+                raise fail(name, f"cannot write {value}: {problem}")
+    if config.log_config:
+        from frontdesk import logs  # lazily, like static: logs owns the dictConfig format
+
+        try:
+            logs.load_dict_config(str(here / config.log_config))
+        except ValueError as exc:
+            raise fail("log_config", str(exc)) from None
+
+
+def _cannot_write(path: Path, *, replace: bool) -> str | None:
+    """Why `path` cannot be opened for appending (or, `replace`, written next to and renamed
+    over, as the pid file is), or None."""
+    if path.is_dir():
+        return "it is a directory"
+    if path.exists() and not replace:
+        return None if os.access(path, os.W_OK) else "permission denied"
+    if not path.parent.is_dir():
+        return f"no such directory: {path.parent}"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"permission denied in directory {path.parent}"
+    return None
 
 
 # -- output: --print-config and docs/configuration.md --
@@ -633,15 +733,28 @@ def format_config(config: Config, sources: Mapping[str, str]) -> str:
     rows = []
     for s in SETTINGS:
         value = getattr(config, s.name)
+        literal = None if value is None else _checked_toml(s.type.toml(value))
         if value is None:
             left = f"# {s.name} is unset"
+        elif literal is None:  # only text that is not Unicode (undecodable bytes in argv)
+            left = f"# {s.name} cannot be written as TOML: {ascii(value)}"
         else:
-            left = ("" if s.file else "# ") + f"{s.name} = {s.type.toml(value)}"
+            left = ("" if s.file else "# ") + f"{s.name} = {literal}"
         rows.append((left, sources.get(s.name, "default")))
     width = min(max(len(left) for left, _ in rows), 48)
     lines = ["# frontdesk settings: value  # source (command line > env > config file > default)"]
     lines += [f"{left:<{width}}  # {source}" for left, source in rows]
     return "\n".join(lines) + "\n"
+
+
+def _checked_toml(literal: str) -> str | None:
+    """`literal` if it is a valid TOML value that can be written as UTF-8, else None."""
+    try:
+        literal.encode("utf-8")
+        tomllib.loads(f"x = {literal}")
+    except (UnicodeError, tomllib.TOMLDecodeError):
+        return None
+    return literal
 
 
 _DOC_BEGIN = "<!-- BEGIN SETTINGS TABLE: generated by frontdesk.config.update_docs -->"

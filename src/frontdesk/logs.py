@@ -11,6 +11,7 @@ quotes and backslashes as `\\xNN`), so a client cannot forge log lines.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import logging
@@ -22,7 +23,10 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
+
+from frontdesk.errors import ConfigError
 
 ACCESS_LOGGER = "frontdesk.access"
 ERROR_LOGGER = "frontdesk.error"
@@ -38,32 +42,119 @@ def escape(text: str) -> str:
 
 
 def configure(config: Any) -> None:
-    """Set up the error log (and the access logger's handler) for this process."""
+    """Set up the error log (and the access logger's handler) for this process.
+
+    Raises `ConfigError` (one line, naming the setting) when a log file cannot be opened or the
+    --log-config cannot be applied: the settings were checked (`config.resolve`), but what a
+    dictConfig's handlers do is only known once they are made."""
     if config.log_config:
-        logging.config.dictConfig(_load_dict_config(config.log_config))
+        try:
+            logging.config.dictConfig(load_dict_config(config.log_config))
+        except (ValueError, TypeError, AttributeError, ImportError, OSError) as exc:
+            cause = f": {exc.__cause__}" if exc.__cause__ else ""
+            reason = f"{exc}{cause}".replace("\n", " ")
+            raise ConfigError(f"setting 'log_config' is invalid: {config.log_config}: {reason}"
+                              ) from None
         return
     error = logging.getLogger(ERROR_LOGGER)
+    handler = _handler("error_log", config.error_log, sys.stderr, ERROR_FORMAT, ERROR_DATEFMT)
     error.handlers.clear()
-    error.addHandler(_handler(config.error_log, sys.stderr, ERROR_FORMAT, ERROR_DATEFMT))
+    error.addHandler(handler)
     error.setLevel(config.log_level.upper())
     error.propagate = False
     access = logging.getLogger(ACCESS_LOGGER)
+    handler = (_handler("access_log", config.access_log, sys.stdout, "%(message)s", None)
+               if config.access_log else None)
     access.handlers.clear()
     access.propagate = False
     access.setLevel(logging.INFO)
-    if config.access_log:
-        access.addHandler(_handler(config.access_log, sys.stdout, "%(message)s", None))
+    if handler is not None:
+        access.addHandler(handler)
 
 
-def _handler(target: str, default_stream: Any, fmt: str, datefmt: str | None) -> logging.Handler:
+def _handler(setting: str, target: str, default_stream: Any, fmt: str, datefmt: str | None
+             ) -> logging.Handler:
     handler: logging.Handler
     if target == "-":
-        handler = logging.StreamHandler(default_stream)
+        handler = StreamHandler(default_stream)
     else:
-        # Notices logrotate's rename and reopens; USR1 reopens explicitly too (copytruncate).
-        handler = logging.handlers.WatchedFileHandler(target)
+        try:
+            handler = WatchedFileHandler(target)
+        except OSError as exc:
+            raise ConfigError(f"setting {setting!r} is invalid: cannot open {target}:"
+                              f" {exc.strerror or exc}") from None
     handler.setFormatter(logging.Formatter(fmt, datefmt))
     return handler
+
+
+# -- handlers that never raise --------------------------------------------------------------------
+
+
+class _ReportOnce:
+    """A handler that cannot write says so once on stderr, not once per line, and never raises:
+    a log call must not kill the master's loop, a worker's tick or the access log thread. It
+    says so again if writing failed anew after it worked."""
+
+    _failing = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if self._failing:
+            return
+        self._failing = True
+        exc = sys.exc_info()[1]
+        reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else
+                  f"{type(exc).__name__}: {exc}")
+        where = getattr(self, "baseFilename", None) or getattr(
+            getattr(self, "stream", None), "name", "the log stream")
+        try:
+            sys.stderr.write(f"frontdesk: cannot write log to {where}: {reason}"
+                             " (lines are lost until it works again)\n")
+            sys.stderr.flush()
+        except Exception:  # stderr itself is gone: nothing left to tell
+            pass
+
+    def _wrote(self) -> None:
+        self._failing = False
+
+
+class StreamHandler(_ReportOnce, logging.StreamHandler):  # type: ignore[type-arg]
+    """`logging.StreamHandler` that reports a failing stream once (see `_ReportOnce`)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record)
+            self.stream.write(msg + self.terminator)
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+        else:
+            self._wrote()
+
+
+class WatchedFileHandler(_ReportOnce, logging.handlers.WatchedFileHandler):
+    """`logging.handlers.WatchedFileHandler` (notices logrotate's rename and reopens; USR1
+    reopens explicitly too, for copytruncate) whose reopen cannot raise: the stdlib's reopens
+    outside its error handling, so a removed directory, or a new file the worker's --user may
+    not open, raised out of any log call. While the file cannot be opened each line tries
+    again. Usable in a --log-config as `frontdesk.logs.WatchedFileHandler`."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.reopenIfNeeded()
+            if self.stream is None:
+                self.stream = self._open()
+                self._statstream()  # else the next line would see a "new" file and reopen
+            msg = self.format(record)
+            self.stream.write(msg + self.terminator)
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+        else:
+            self._wrote()
 
 
 def reopen_files() -> int:
@@ -80,22 +171,50 @@ def reopen_files() -> int:
         try:
             if handler.stream is not None:
                 handler.stream.close()
+            handler.stream = None  # if the reopen fails, the next line tries again
             handler.stream = handler._open()
+        except OSError as exc:
+            logging.getLogger(ERROR_LOGGER).error(
+                "cannot reopen log file %s: %s", handler.baseFilename, exc.strerror or exc)
         finally:
             handler.release()
     return len(handlers)
 
 
-def _load_dict_config(path: str) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        data = f.read()
-    if path.endswith(".json"):
-        return json.loads(data)
+def load_dict_config(path: str) -> dict[str, Any]:
+    """The dictConfig in the TOML (or, for *.json, JSON) file `path`. Raises ValueError with a
+    one-line reason when it cannot be read, is not UTF-8, does not parse or is not a version 1
+    dictConfig. (Its handler classes are only imported by `configure`: that is user code.)"""
     try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    return tomllib.loads(data.decode())
+        with open(path, "rb") as f:
+            data = f.read()
+        text = data.decode("utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 (byte 0x{data[exc.start]:02x} at offset"
+                         f" {exc.start})") from None
+    if path.endswith(".json"):
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    else:
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
+        try:
+            config = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            hint = ""
+            if path.endswith((".ini", ".conf", ".cfg")):
+                hint = " (logging.config.fileConfig files are not read: write it as a dictConfig)"
+            raise ValueError(f"{path} is not valid TOML (JSON files must end in .json): {exc}"
+                             f"{hint}") from None
+    if not isinstance(config, dict) or config.get("version") != 1:
+        raise ValueError(f"{path} is not a logging.config.dictConfig: it needs version = 1")
+    return config
 
 
 # -- request ids ----------------------------------------------------------------------------------
@@ -167,6 +286,9 @@ class AccessLog:
     def __init__(self, fmt: str, as_json: bool) -> None:
         self.fmt = fmt
         self.as_json = as_json
+        # The environ variables the format names (`%({name}e)s`), lower-cased as gunicorn does.
+        self._env_names = frozenset(
+            name.lower() for name in re.findall(r"%\(\{([^}]*)\}e\)", fmt) if not as_json)
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._logger = logging.getLogger(ACCESS_LOGGER)
         self._pid = str(os.getpid())
@@ -183,18 +305,23 @@ class AccessLog:
         response_headers: list[tuple[str, str]],
         started: float,
         request_id: str,
+        environ: Mapping[str, Any] | None = None,
     ) -> None:
         """Called when a response is complete (app thread or loop): cheap, no formatting.
 
         Only the request line and headers are kept, never the request (its body may be large),
-        and the queue is bounded: when the log cannot keep up (a full pipe), lines are dropped
-        and counted rather than holding memory without limit."""
+        nor the `environ` (the WSGI one, when there was an app call): only the variables the
+        format names, as text. The queue is bounded: when the log cannot keep up (a full pipe),
+        lines are dropped and counted rather than holding memory without limit."""
         if self._queue.qsize() >= MAX_QUEUED_LINES:
             self.dropped += 1
             return
         line = _RequestLine(request.method, request.target, request.version, request.headers)
+        env = None
+        if self._env_names and environ is not None:
+            env = {k.lower(): str(v) for k, v in environ.items() if k.lower() in self._env_names}
         self._queue.put((remote_addr, line, status, sent, response_headers,
-                         time.monotonic() - started, time.time(), request_id))
+                         time.monotonic() - started, time.time(), request_id, env))
 
     def close(self, timeout: float = 1.0) -> None:
         self._queue.put(None)
@@ -206,6 +333,8 @@ class AccessLog:
 
 
     def _write(self) -> None:
+        """The writer thread: it must outlive any failure of a line or of a handler, or every
+        later line would silently queue up and be dropped."""
         while True:
             item = self._queue.get()
             if item is None:
@@ -214,16 +343,34 @@ class AccessLog:
                 line = self.format(*item)
                 self._logger.info(line)
             except Exception:
-                logging.getLogger(ERROR_LOGGER).exception("access log line failed")
+                try:
+                    logging.getLogger(ERROR_LOGGER).exception("access log line failed")
+                except Exception:
+                    pass
 
     def format(self, remote_addr: str, request: Any, status: int, sent: int,
                response_headers: list[tuple[str, str]], duration: float, now: float,
-               request_id: str) -> str:
+               request_id: str, env: dict[str, str] | None = None) -> str:
         atoms = _Atoms(self._pid, remote_addr, request, status, sent, response_headers,
-                       duration, now, request_id)
+                       duration, now, request_id, env)
         if self.as_json:
             return json.dumps(atoms.as_dict(), separators=(",", ":"))
         return self.fmt % atoms
+
+
+def check_format(fmt: str) -> str:
+    """`fmt` if it formats an access log line, else ValueError saying why (for the settings)."""
+    for match in re.finditer(r"%(%|\([^)]*\))?", fmt):
+        if match[1] is None:
+            raise ValueError(f"'%' at offset {match.start()} of {fmt!r} is not an atom: atoms are"
+                             " written like %(h)s, and a literal '%' as %%")
+    sample = _RequestLine("GET", b"/?q", "1.1", [(b"Host", b"example.com")])
+    try:
+        fmt % _Atoms("1", "127.0.0.1", sample, 200, 0, [], 0.0, 0.0, "id", {})
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{fmt!r} is not a valid access log format ({exc}): atoms are written"
+                         " like %(h)s, and a literal '%' as %%") from None
+    return fmt
 
 
 class _Atoms(dict):  # type: ignore[type-arg]
@@ -231,13 +378,13 @@ class _Atoms(dict):  # type: ignore[type-arg]
 
     def __init__(self, pid: str, remote_addr: str, request: Any, status: int, sent: int,
                  response_headers: list[tuple[str, str]], duration: float, now: float,
-                 request_id: str) -> None:
+                 request_id: str, env: dict[str, str] | None = None) -> None:
         super().__init__()
         self._args = (pid, remote_addr, request, status, sent, response_headers, duration, now,
-                      request_id)
+                      request_id, env)
 
     def __missing__(self, key: str) -> str:
-        pid, remote, request, status, sent, resp_headers, duration, now, rid = self._args
+        pid, remote, request, status, sent, resp_headers, duration, now, rid, env = self._args
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
         if key.startswith("{") and key.endswith("}i"):
@@ -245,11 +392,15 @@ class _Atoms(dict):  # type: ignore[type-arg]
         if key.startswith("{") and key.endswith("}o"):
             name = key[1:-2].lower()
             return escape(next((v for n, v in resp_headers if n.lower() == name), "-"))
+        if key.startswith("{") and key.endswith("}e"):
+            return escape((env or {}).get(key[1:-2].lower(), "-"))
         value: str
         if key == "h":
             value = remote or "-"
-        elif key in ("l", "u"):
+        elif key == "l":
             value = "-"
+        elif key == "u":
+            value = _basic_auth_user(request) or "-"
         elif key == "t":
             value = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(now))
         elif key == "r":
@@ -289,7 +440,7 @@ class _Atoms(dict):  # type: ignore[type-arg]
         return escape(value)
 
     def as_dict(self) -> dict[str, Any]:
-        pid, remote, request, status, sent, resp_headers, duration, now, rid = self._args
+        pid, remote, request, status, sent, resp_headers, duration, now, rid, _ = self._args
         return {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)),
             "remote_addr": remote,
@@ -304,6 +455,21 @@ class _Atoms(dict):  # type: ignore[type-arg]
             "request_id": rid,
             "pid": int(pid),
         }
+
+
+def _basic_auth_user(request: Any) -> str | None:
+    """The user name of a Basic Authorization header, as gunicorn's %(u)s: None if there is
+    none or it does not decode (the password is never looked at beyond the first ':')."""
+    auth = _request_header(request, "authorization")
+    if not auth or not auth.lower().startswith("basic"):
+        return None
+    parts = auth.split(" ", 1)
+    if len(parts) != 2:
+        return None
+    try:
+        return base64.b64decode(parts[1].strip().encode("latin-1")).split(b":", 1)[0].decode()
+    except (ValueError, UnicodeError):  # binascii.Error is a ValueError
+        return None
 
 
 def _request_header(request: Any, name: str) -> str | None:

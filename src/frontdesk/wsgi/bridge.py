@@ -211,7 +211,7 @@ class Bridge:
             access_log = channel.access_log
             if access_log is not None:
                 access_log.record(environ["REMOTE_ADDR"], request, response.code, response.sent,
-                                  response.headers, request.started, rid)
+                                  response.headers, request.started, rid, environ)
 
     def _call(self, response: _Response, environ: dict[str, Any]) -> None:
         request = response.request
