@@ -99,3 +99,20 @@ def test_refused_requests_reach_the_access_log(server_factory, tmp_path):
     assert '"GET /no-host HTTP/1.1" 400 ' in lines[1]
     assert '" 431 ' in lines[2]
     assert ": 400 " not in server.log and ": 431 " not in server.log  # error log: debug only
+
+
+def test_proxy_header_only_from_allowed_balancers(server_factory):
+    # A PROXY header names the client; from a peer not in --proxy-allow-from it is refused,
+    # or anyone could choose the address the app (and the rate limit) sees.
+    proxied = b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\nGET /environ HTTP/1.1\r\nHost: x\r\n" \
+              b"Connection: close\r\n\r\n"
+    allowed = server_factory("tests.apps:router", "--workers", "1", "--proxy-protocol")
+    with socket.create_connection((allowed.host, allowed.port)) as sock:
+        sock.sendall(proxied)
+        assert b'"REMOTE_ADDR": "203.0.113.7"' in read_until_close(sock)
+    refused = server_factory("tests.apps:router", "--workers", "1", "--proxy-protocol",
+                             "--proxy-allow-from", "192.0.2.1")
+    with socket.create_connection((refused.host, refused.port)) as sock:
+        sock.sendall(proxied)
+        assert read_until_close(sock) in (b"", b"<RESET>")
+    assert "not in --proxy-allow-from" in refused.log

@@ -170,6 +170,12 @@ class HttpConnection(asyncio.Protocol):
             multiprocess=worker.config.workers > 1,
         )
         if worker.config.proxy_protocol:
+            if not proxy_trust_for(worker.config.proxy_allow_from).trusts(peer[0]):
+                # A PROXY header names the client: only a balancer we know may send one.
+                log.info("%s: closing: not in --proxy-allow-from", peer[0])
+                self.closing = True
+                transport.close()
+                return
             self._proxy_header = b""  # the balancer's PROXY header comes before any HTTP
         worker.connections.add(self)
         if worker.config.keepalive == 0:
