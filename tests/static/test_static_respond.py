@@ -166,11 +166,67 @@ def test_directory_index(root: Path, get) -> None:
         ("a.unknownext", b"application/octet-stream"),
         ("Makefile", b"application/octet-stream"),
         ("a.css.gz", b"application/gzip"),
-        ("a.tar", b"application/x-tar"),  # from the stdlib's built-in table
+        ("a.tar", b"application/x-tar"),
+        # Missing from (some versions of) Python's built-in table: fixed here.
+        ("a.m4a", b"audio/mp4"),
+        ("a.m4v", b"video/mp4"),
+        ("a.flac", b"audio/flac"),
+        ("a.xhtml", b"application/xhtml+xml; charset=utf-8"),
+        ("feed.rss", b"application/rss+xml; charset=utf-8"),
+        ("feed.atom", b"application/atom+xml; charset=utf-8"),
+        ("a.eot", b"application/vnd.ms-fontobject"),
+        ("site.webmanifest", b"application/manifest+json; charset=utf-8"),
+        ("a.opus", b"audio/ogg"),
+        ("a.ogg", b"audio/ogg"),
+        ("a.oga", b"audio/ogg"),
+        ("a.ogv", b"video/ogg"),
+        ("a.weba", b"audio/webm"),
+        ("a.mp3", b"audio/mpeg"),
+        ("a.wav", b"audio/wav"),
+        ("a.mov", b"video/quicktime"),
+        ("a.mkv", b"video/x-matroska"),
+        ("a.apng", b"image/apng"),
+        ("a.jxl", b"image/jxl"),
+        ("a.ttf", b"font/ttf"),
+        ("a.otf", b"font/otf"),
+        ("a.ics", b"text/calendar; charset=utf-8"),
+        ("a.vtt", b"text/vtt; charset=utf-8"),
+        ("a.yaml", b"application/yaml; charset=utf-8"),
+        ("a.jsonld", b"application/ld+json; charset=utf-8"),
+        ("a.m3u8", b"application/vnd.apple.mpegurl"),
+        ("a.mpd", b"application/dash+xml; charset=utf-8"),
+        ("a.ts", b"video/mp2t"),
+        ("a.7z", b"application/x-7z-compressed"),
+        ("a.docx", b"application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+        ("a.epub", b"application/epub+zip"),
+        ("a.cjs", b"text/javascript; charset=utf-8"),
+        ("a.ass", b"application/octet-stream"),  # stdlib 3.11 says audio/aac (a subtitle format)
     ],
 )
 def test_content_type(name: str, ctype: bytes) -> None:
     assert content_type(name) == ctype
+
+
+def test_content_types_ignore_the_host_and_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing from the mimetypes module: the table is complete in itself (docs/static-files.md)."""
+    import importlib
+    import mimetypes
+
+    from frontdesk.static import _mime
+
+    monkeypatch.setattr(mimetypes, "MimeTypes", None)
+    monkeypatch.setattr(mimetypes, "types_map", {".tar": "application/x-bogus"})
+    monkeypatch.setattr(mimetypes, "guess_type", None)
+    fresh = importlib.reload(_mime)
+    try:
+        assert fresh.content_type("a.tar") == b"application/x-tar"
+        assert fresh.content_type("a.py") == b"text/x-python; charset=utf-8"
+        extensions = [e for exts in fresh._TYPES.values() for e in exts]
+        assert len(extensions) == len(set(extensions))  # each extension has one type
+        assert all(e == e.lower() and "." not in e for e in extensions)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(_mime)
 
 
 def test_content_type_reaches_the_response(root: Path, get) -> None:
