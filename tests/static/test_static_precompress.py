@@ -97,6 +97,26 @@ def test_range_of_a_variant(get, variants: dict[str, bytes]) -> None:
     assert hdr(resp, b"Content-Range") == b"bytes 0-5/12"
 
 
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ([(b"If-Match", b'"nope"')], 412),
+        ([(b"If-Unmodified-Since", b"Sun, 06 Nov 1994 08:49:37 GMT")], 412),
+        ([(b"Range", b"bytes=99999-")], 416),
+    ],
+)
+@pytest.mark.parametrize("accept", [b"br", b"identity"])
+def test_412_and_416_carry_vary(
+    root: Path, get, variants: dict[str, bytes], headers: list, status: int, accept: bytes
+) -> None:
+    # Which representation's validators were compared depends on Accept-Encoding, as for 200/304.
+    resp = get("/static/app.css", [(b"Accept-Encoding", accept), *headers])
+    assert resp.status == status and hdr(resp, b"Vary") == b"Accept-Encoding"
+    write(root, "plain.css", CSS)
+    plain = get("/static/plain.css", [(b"Accept-Encoding", accept), *headers])
+    assert plain.status == status and hdr(plain, b"Vary") is None
+
+
 def test_no_variants_no_vary(root: Path, get) -> None:
     write(root, "plain.css", CSS)
     resp = get("/static/plain.css", [(b"Accept-Encoding", b"gzip, br")])

@@ -143,6 +143,7 @@ class _Rep:
         "nm_headers",
         "region",
         "size",
+        "vary",
     )
 
     def __init__(
@@ -164,6 +165,7 @@ class _Rep:
         self.etag = make_etag(ino, size, mtime_ns, b"-" + coding if coding else b"")
         self.last_modified = format_http_date(self.lm_seconds)
         self.ctype = ctype
+        self.vary = vary
         self.data = data
         self.region = FileRegion(file, 0, size) if file is not None else None
         meta: Headers = [
@@ -439,14 +441,15 @@ class StaticFiles:
         if_range: bytes | None,
         rng: bytes | None,
     ) -> StaticResponse:
-        # §13.2.2 steps 1-2: If-Match, else If-Unmodified-Since.
+        # §13.2.2 steps 1-2: If-Match, else If-Unmodified-Since. The answer depended on the
+        # chosen variant's validators, so 412 and 416 carry Vary like 200 and 304 do.
         if im is not None:
             if not match_etag_list(im, rep.etag, weak=False):
-                return _plain(412, b"Precondition Failed\n", method)
+                return _plain(412, b"Precondition Failed\n", method, [_VARY] if rep.vary else None)
         elif ius is not None:
             t = parse_http_date(ius)  # an invalid date is ignored (§13.1.4)
             if t is not None and rep.lm_seconds > t:
-                return _plain(412, b"Precondition Failed\n", method)
+                return _plain(412, b"Precondition Failed\n", method, [_VARY] if rep.vary else None)
         # Steps 3-4: If-None-Match, else If-Modified-Since.
         if inm is not None:
             if match_etag_list(inm, rep.etag, weak=True):
@@ -470,7 +473,9 @@ class StaticFiles:
                         416,
                         b"Range Not Satisfiable\n",
                         method,
-                        [(b"Content-Range", b"bytes */%d" % rep.size)],
+                        [(b"Content-Range", b"bytes */%d" % rep.size), _VARY]
+                        if rep.vary
+                        else [(b"Content-Range", b"bytes */%d" % rep.size)],
                     )
                 if len(ranges) == 1:
                     return self._single_range(rep, *ranges[0])
