@@ -278,3 +278,61 @@ def test_an_entry_larger_than_the_budget_is_kept_alone(root: Path, make) -> None
     resp = static.respond("GET", b"/static/b.bin", [(b"Accept-Encoding", b"gzip")])
     assert body(resp) == b"g" * 70_000
     assert list(static._entries) == [(0, "b.bin", False)]
+
+
+def test_a_deep_miss_costs_one_stat_not_one_per_segment(
+    root: Path, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (root / "a").mkdir()
+    static = make()
+    calls: list[str] = []
+    real_stat, real_lstat = os.stat, os.lstat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: calls.append(p) or real_stat(p, *a, **k))
+    monkeypatch.setattr(os, "lstat", lambda p, *a, **k: calls.append(p) or real_lstat(p, *a, **k))
+    deep = b"/static/missing" + b"/a" * 120
+    assert static.respond("GET", deep, []).status == 404
+    # realpath() of the mount's root lstat()s its few components; the path itself: one stat.
+    root_calls = len(str(root).split("/"))
+    assert len(calls) <= root_calls + 1, calls
+    # Below an existing directory the kernel still stops at the first missing name.
+    calls.clear()
+    assert static.respond("GET", b"/static/a/nothing" + b"/a" * 120, []).status == 404
+    assert len(calls) <= root_calls + 1, calls
+
+
+def test_more_than_max_segments_is_refused_without_touching_the_disk(
+    root: Path, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from frontdesk.static._paths import MAX_SEGMENTS
+
+    static = make()
+    deep = "/".join(["d"] * (MAX_SEGMENTS - 1))
+    write(root, deep + "/f.txt", "deep")  # MAX_SEGMENTS segments: still served
+    assert body(static.respond("GET", f"/static/{deep}/f.txt".encode(), [])) == b"deep"
+
+    def no_fs(*a: object, **k: object) -> None:
+        raise AssertionError("touched the filesystem")
+
+    monkeypatch.setattr(os, "stat", no_fs)
+    monkeypatch.setattr(os, "lstat", no_fs)
+    resp = static.respond("GET", b"/static" + b"/a" * (MAX_SEGMENTS + 1), [])
+    assert resp.status == 404
+    # 4,000 segments within an 8 KiB request line: refused at once (the reviewer's probe).
+    assert static.respond("GET", b"/static/1" + b"/a" * 4000, []).status == 404
+
+
+def test_lookup_maps_bounded_by_bytes(root: Path, make) -> None:
+    from frontdesk.static._static import MAX_REMEMBERED_PATH
+
+    static = make(max_lookup_bytes=256 * 1024)
+    for i in range(2000):
+        long = b"/static/%d/" % i + b"b" * 900  # remembered: under MAX_REMEMBERED_PATH
+        huge = b"/static/%d/" % i + b"c" * 8000  # never remembered
+        assert static.respond("GET", long, []).status == 404
+        assert static.respond("GET", huge, []).status == 404
+        assert sum(map(len, static._paths)) <= 128 * 1024
+        assert sum(len(e.rel) for e in static._missing.values()) <= 128 * 1024
+    assert all(len(p) <= MAX_REMEMBERED_PATH for p in static._paths)
+    assert 0 < len(static._paths) < 2000
+    write(root, "late.txt", "ok")
+    assert body(static.respond("GET", b"/static/late.txt", [])) == b"ok"

@@ -19,8 +19,8 @@ clock read, a scan of the request headers and one small allocation:
   else an open file object and a FileRegion over all of it, plus its header lists built once.
 - Open file objects are never closed by us: when an entry is reloaded or evicted we drop our
   reference, and a FileRegion still being sent keeps the file (and its fd) alive until it is done.
-- Everything is bounded: the raw-path map (cleared when full), the missing-file map (cleared when
-  full), and the loaded entries by count, cached bytes and open files (oldest evicted first;
+- Everything is bounded: the raw-path map and the missing-file map (by count and by bytes,
+  cleared when full; paths over MAX_REMEMBERED_PATH bytes are never remembered), and the loaded entries by count, cached bytes and open files (oldest evicted first;
   revalidation moves an entry to the back, so hot entries are the last to go). An evicted entry is
   marked dead; a raw path still pointing at it resolves again.
 
@@ -65,6 +65,11 @@ Headers = list[tuple[bytes, bytes]]
 
 SMALL_FILE_MAX = 64 * 1024
 TTL = 1.0  # seconds between two stats of one path
+# The lookup maps (raw paths, missing files) are bounded by bytes as well as by count: a request
+# line of 8 KiB makes 8 KiB keys. Longer paths than this are resolved every time, never remembered
+# (a miss costs one stat), and a remembered one is counted with this much for its objects.
+MAX_REMEMBERED_PATH = 1024
+_OVERHEAD = 256
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -285,6 +290,21 @@ def _inside(real: str, root: str) -> bool:
     return real == root or real.startswith(root + os.sep)
 
 
+def _resolve(base: str, rel: str) -> tuple[str, os.stat_result]:
+    """(real path, its stat) of `rel` under the real directory `base`; OSError when missing.
+
+    stat() first: the kernel stops at the first missing component (or refuses a path longer than
+    PATH_MAX at once), so a miss costs one system call however deep the path. Only a path that
+    exists is resolved component by component, and the caller checks where it leads.
+    """
+    path = os.path.join(base, rel) if rel else base
+    st = os.stat(path)
+    real = os.path.realpath(path)
+    if real != path:  # symlinks on the way: describe the file they lead to now
+        st = os.stat(real)
+    return real, st
+
+
 def _variant(path: str, root: str) -> tuple[str, _Key] | None:
     """A variant file beside the real path; one lstat in the common case (absent)."""
     try:
@@ -315,6 +335,7 @@ class StaticFiles:
         max_cached_bytes: int = 16 * 1024 * 1024,
         max_open_files: int = 128,
         max_entries: int = 4096,
+        max_lookup_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self._mounts = tuple(mounts)
         self._fallthrough = fallthrough
@@ -322,6 +343,7 @@ class StaticFiles:
         self._max_bytes = max_cached_bytes
         self._max_files = max_open_files
         self._max_entries = max_entries
+        self._max_lookup_bytes = max_lookup_bytes // 2  # each of the two maps
         # Longest prefix first; mounts sharing a prefix are searched in the order given.
         prefixes: list[str] = []
         for m in self._mounts:
@@ -350,6 +372,7 @@ class StaticFiles:
         self._paths: dict[bytes, _Entry] = {}
         self._entries: dict[tuple[int, str, bool], _Entry] = {}
         self._missing: dict[tuple[int, str, bool], _Entry] = {}
+        self._paths_bytes = self._missing_bytes = 0
         self._ae_cache: dict[bytes, tuple[int, int, int]] = {}
         self._bytes = 0
         self._files = 0
@@ -410,9 +433,10 @@ class StaticFiles:
             q = self._ae_cache.get(ae)
             if q is None:
                 q = parse_accept_encoding(ae)
-                if len(self._ae_cache) >= 256:
-                    self._ae_cache.clear()
-                self._ae_cache[ae] = q
+                if len(ae) <= 256:  # real browsers send under 60 bytes; keep the cache small
+                    if len(self._ae_cache) >= 256:
+                        self._ae_cache.clear()
+                    self._ae_cache[ae] = q
             c = choose(q, entry.br is not None, entry.gzip is not None)
             chosen = entry.br if c == BR else entry.gzip if c == GZIP else None
             if chosen is not None:
@@ -565,9 +589,16 @@ class StaticFiles:
                 self._refresh(entry, now)
             elif now - entry.checked >= TTL:
                 self._refresh(entry, now)
-        if len(self._paths) >= self._max_entries * 2:
-            self._paths.clear()
-        self._paths[path] = entry
+        if len(path) <= MAX_REMEMBERED_PATH and path not in self._paths:
+            size = len(path) + _OVERHEAD
+            if (
+                len(self._paths) >= self._max_entries * 2
+                or self._paths_bytes + size > self._max_lookup_bytes
+            ):
+                self._paths.clear()
+                self._paths_bytes = 0
+            self._paths_bytes += size
+            self._paths[path] = entry
         return entry
 
     def _refresh(self, entry: _Entry, now: float) -> None:
@@ -594,18 +625,16 @@ class StaticFiles:
         for mi in entry.group:
             try:
                 root = os.path.realpath(self._mounts[mi].directory)
-                real = os.path.realpath(os.path.join(root, rel)) if rel else root
+                real, st = _resolve(root, rel)
                 if not _inside(real, root):
                     continue  # a symlink pointing out of the mount
-                st = os.stat(real)
                 name = rel.rpartition("/")[2]
                 if stat.S_ISDIR(st.st_mode):
                     if not entry.trailing:
                         continue
-                    real = os.path.realpath(os.path.join(real, "index.html"))
+                    real, st = _resolve(real, "index.html")
                     if not _inside(real, root):
                         continue
-                    st = os.stat(real)
                     name = "index.html"
                 elif entry.trailing:
                     continue  # "file.css/" is not the file
@@ -680,14 +709,21 @@ class StaticFiles:
         key = entry.key
         if entry.identity is None:
             self._entries.pop(key, None)
-            if self._missing.get(key) is not entry:
-                if len(self._missing) >= self._max_entries:
+            if self._missing.get(key) is not entry and len(entry.rel) <= MAX_REMEMBERED_PATH:
+                size = len(entry.rel) + _OVERHEAD
+                if (
+                    len(self._missing) >= self._max_entries
+                    or self._missing_bytes + size > self._max_lookup_bytes
+                ):
                     for dead in self._missing.values():
                         dead.dead = True
                     self._missing.clear()
+                    self._missing_bytes = 0
+                self._missing_bytes += size
                 self._missing[key] = entry
             return
-        self._missing.pop(key, None)
+        if self._missing.pop(key, None) is not None:
+            self._missing_bytes -= len(entry.rel) + _OVERHEAD
         self._entries.pop(key, None)
         self._entries[key] = entry
         self._bytes += entry.nbytes
