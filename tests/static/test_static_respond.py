@@ -100,9 +100,49 @@ def test_fallthrough(root: Path, make) -> None:
     static = make(fallthrough=True)
     assert static.respond("GET", b"/static/missing", []) is None
     assert static.respond("POST", b"/static/missing", []) is None
-    assert static.respond("GET", b"/static/../x", []) is None
     assert static.respond("GET", b"/static/a.txt", []).status == 200
     assert static.respond("POST", b"/static/a.txt", []).status == 405
+    # Names that are not refused but name no file still reach the app: ":" included.
+    assert static.respond("GET", b"/static/wiki/Special:Search", []) is None
+    assert static.respond("GET", b"/static/caf%C3%A9", []) is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        b"/../x",
+        b"/%2e%2e/x",
+        b"/.%2E/x",
+        b"/a/%2e%2e/%2e%2e/x",
+        b"/a%2f..%2fb",  # the app would see PATH_INFO /a/../b
+        b"/a%5cb",
+        b"/%252e%252e/x",  # double encoding: a second decode by the app makes ".."
+        b"/%00",
+        b"/%c0%ae%c0%ae/x",
+        b"/%zz",
+        b"/.env",
+        b"/.git/config",
+        b"/a/.htpasswd",
+        b"/.well-known/acme-challenge/x",  # unless the mount allows it (below)
+        b"/a" * 200,  # more than MAX_SEGMENTS
+    ],
+)
+def test_refused_paths_are_404_even_with_fallthrough(root: Path, make, path: bytes) -> None:
+    """Fallthrough is for names that name no file, never for attacks or refused names."""
+    write(root, "a.txt", "a")
+    for prefix in (b"/static", b""):
+        spec = f"{prefix.decode() or '/'}={root}"
+        static = make(spec, fallthrough=True)
+        resp = static.respond("GET", prefix + path, [])
+        assert resp is not None and resp.status == 404, (prefix, path)
+
+
+def test_allowed_dotfile_names_fall_through_when_missing(root: Path, make) -> None:
+    static = make(f"/={root};allow-dotfiles=.well-known", fallthrough=True)
+    write(root, ".well-known/security.txt", "contact")
+    assert body(static.respond("GET", b"/.well-known/security.txt", [])) == b"contact"
+    assert static.respond("GET", b"/.well-known/openid-configuration", []) is None  # the app
+    assert static.respond("GET", b"/.env", []).status == 404
 
 
 def test_mount_at_root_and_longest_prefix_wins(tmp_path: Path, make) -> None:
@@ -241,8 +281,8 @@ def test_content_type_reaches_the_response(root: Path, get) -> None:
         "main-5d41402abc4b2a76.js",
         "style.5d41402abc4b.css",
         "chunk-vendors.e0f2a3b1.js",
-        "3f2a9c1b4d.js",
         "font.ABCDEF0123.woff2",
+        "3f2a9c1b4d.js",
         "app.3f2a9c1b.min.js",
     ],
 )
@@ -320,6 +360,19 @@ def test_parse_mount(root: Path) -> None:
     assert parse_mount(f"/a={root};Cache-Control= no-cache ").cache_control == "no-cache"
 
 
+def test_parse_mount_options(root: Path) -> None:
+    m = parse_mount(f"/s={root}")
+    assert (m.follow_symlinks, m.allow_dotfiles, m.dotfile_names) == (False, False, frozenset())
+    m = parse_mount(f"/s={root};follow-symlinks;allow-dotfiles")
+    assert m.follow_symlinks and m.allow_dotfiles
+    m = parse_mount(f"/s={root}; allow-dotfiles=.well-known, .foo ;cache-control=no-cache")
+    assert not m.allow_dotfiles and m.dotfile_names == frozenset({".well-known", ".foo"})
+    assert m.cache_control == "no-cache"
+    assert m.allows((".well-known",)) and m.allows((".foo", ".well-known"))
+    assert not m.allows((".env",)) and not m.allows((".well-known", ".env"))
+    assert parse_mount(f"/s={root};allow-dotfiles").allows((".env", ".git"))
+
+
 def test_parse_mount_relative_directory_becomes_absolute(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -344,6 +397,14 @@ def test_parse_mount_relative_directory_becomes_absolute(
         ("/static=DIR;max-age=5", "unknown option"),
         ("/static=DIR;cache-control=", "non-empty printable ASCII"),
         ("/static=DIR;cache-control=a\nb", "non-empty printable ASCII"),
+        ("/static=DIR;cache-control=a;cache-control=b", "given twice"),
+        ("/static=DIR;follow-symlinks=yes", "takes no value"),
+        ("/static=DIR;allow-dotfiles=well-known", "names starting with '.'"),
+        ("/static=DIR;allow-dotfiles=..", "names starting with '.'"),
+        ("/static=DIR;allow-dotfiles=.a/b", "names starting with '.'"),
+        ("/static=DIR;allow-dotfiles=", "names starting with '.'"),
+        ("/static=DIR;allow-dotfiles=.a,,.b", "names starting with '.'"),
+        ("/static=DIR;follow-symlink", "unknown option 'follow-symlink'"),
     ],
 )
 def test_parse_mount_errors(root: Path, spec: str, message: str) -> None:

@@ -209,6 +209,7 @@ class _Entry:
         "br",
         "checked",
         "dead",
+        "dots",
         "group",
         "gzip",
         "identity",
@@ -221,9 +222,12 @@ class _Entry:
         "variants",
     )
 
-    def __init__(self, key: tuple[int, str, bool], group: tuple[int, ...]) -> None:
+    def __init__(
+        self, key: tuple[int, str, bool], group: tuple[int, ...], dots: tuple[str, ...] = ()
+    ) -> None:
         self.key = key
         self.group = group
+        self.dots = dots  # the path's segments starting with "."
         self.rel = key[1]
         self.trailing = key[2]
         self.checked = float("-inf")
@@ -237,7 +241,8 @@ class _Entry:
         self.nfiles = 0
 
 
-# Shared answer for paths refused by safe_relpath: never revalidated, never evicted.
+# Shared answer for refused paths (by safe_relpath, or dotfiles no mount of the prefix allows):
+# never revalidated, never evicted, and a 404 even with fallthrough (docs/static-files.md).
 _REJECTED = _Entry((-1, "", False), ())
 _REJECTED.checked = float("inf")
 
@@ -305,13 +310,13 @@ def _resolve(base: str, rel: str) -> tuple[str, os.stat_result]:
     return real, st
 
 
-def _variant(path: str, root: str) -> tuple[str, _Key] | None:
+def _variant(path: str, root: str, follow: bool) -> tuple[str, _Key] | None:
     """A variant file beside the real path; one lstat in the common case (absent)."""
     try:
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode):
             path = os.path.realpath(path)
-            if not _inside(path, root):
+            if not (follow or _inside(path, root)):
                 return None
             st = os.stat(path)
     except (OSError, ValueError):
@@ -398,7 +403,7 @@ class StaticFiles:
                 return None
         rep = entry.identity
         if rep is None:
-            if self._fallthrough:
+            if self._fallthrough and entry is not _REJECTED:
                 return None
             return _plain(404, b"Not Found\n", method)
         if method != "GET" and method != "HEAD":
@@ -579,13 +584,13 @@ class StaticFiles:
         else:
             return None
         found = safe_relpath(path[len(prefix) :])
-        if found is None:
+        if found is None or (found[2] and not any(self._mounts[i].allows(found[2]) for i in group)):
             entry = _REJECTED
         else:
             key = (gi, found[0], found[1])
             entry = self._entries.get(key) or self._missing.get(key)
             if entry is None:
-                entry = _Entry(key, group)
+                entry = _Entry(key, group, found[2])
                 self._refresh(entry, now)
             elif now - entry.checked >= TTL:
                 self._refresh(entry, now)
@@ -623,17 +628,21 @@ class StaticFiles:
         """Resolve an entry's path in its mounts: what would be served now (no file opened)."""
         rel = entry.rel
         for mi in entry.group:
+            mount = self._mounts[mi]
+            if entry.dots and not mount.allows(entry.dots):
+                continue
+            follow = mount.follow_symlinks
             try:
-                root = os.path.realpath(self._mounts[mi].directory)
+                root = os.path.realpath(mount.directory)
                 real, st = _resolve(root, rel)
-                if not _inside(real, root):
+                if not (follow or _inside(real, root)):
                     continue  # a symlink pointing out of the mount
                 name = rel.rpartition("/")[2]
                 if stat.S_ISDIR(st.st_mode):
                     if not entry.trailing:
                         continue
                     real, st = _resolve(real, "index.html")
-                    if not _inside(real, root):
+                    if not (follow or _inside(real, root)):
                         continue
                     name = "index.html"
                 elif entry.trailing:
@@ -642,10 +651,11 @@ class StaticFiles:
                     continue
             except (OSError, ValueError):
                 continue
-            br = _variant(real + ".br", root)
-            gz = _variant(real + ".gz", root)
+            br = _variant(real + ".br", root, follow)
+            gz = _variant(real + ".gz", root, follow)
             cache = self._cache_dirs[mi]
-            if cache is not None and (gz if not self._build_is_br else br) is None:
+            inside = _inside(real, root)  # only files inside the tree have built variants
+            if cache is not None and inside and (gz if not self._build_is_br else br) is None:
                 built = _variant(
                     os.path.join(
                         cache,
@@ -658,6 +668,7 @@ class StaticFiles:
                         ),
                     ),
                     cache,
+                    False,
                 )
                 if self._build_is_br:
                     br = built
