@@ -282,8 +282,11 @@ def test_content_type_reaches_the_response(root: Path, get) -> None:
         "style.5d41402abc4b.css",
         "chunk-vendors.e0f2a3b1.js",
         "font.ABCDEF0123.woff2",
-        "3f2a9c1b4d.js",
         "app.3f2a9c1b.min.js",
+        "entry-IVRV6JR7.js",  # esbuild: 8 characters of uppercase base32
+        "chunk-2ZQZ7TFK.js",
+        "main.KXCB5R3E.css",
+        "index-4ed993c7.js",  # Rollup < 3: hex
     ],
 )
 def test_fingerprinted(name: str) -> None:
@@ -301,6 +304,16 @@ def test_fingerprinted(name: str) -> None:
         "app.3f2a9C1b.css",  # mixed case
         "index-BkQ3xZ_a.js",  # base64 (Vite): not hex
         "x.3f2a9c1b",  # the hash is the extension
+        "cafe1234.txt",  # a hash-like name with nothing before it: not a fingerprint
+        "1234567a.csv",
+        "3f2a9c1b4d.js",  # webpack's bare [contenthash].js: indistinguishable from the above
+        "entry-IVRV6JR.js",  # base32, 7 characters
+        "entry-IVRV6JR78.js",  # base32, 9 characters
+        "entry-ivrv6jr7.js",  # base32 is uppercase
+        "entry-IVRV8JR7.js",  # 8 and 9 are not base32 digits (and mixed with letters: not hex)
+        "app-FEEDBACK.js",  # letters only
+        "app-23456723.js",  # digits only: a number
+        "photo-ABCDEFGH.jpg",  # letters only
     ],
 )
 def test_not_fingerprinted(name: str) -> None:
@@ -323,6 +336,33 @@ def test_cache_control_default_fingerprint_and_per_mount(tmp_path: Path, make) -
         b"public, max-age=600",
     ]
     assert IMMUTABLE_CACHE_CONTROL == "public, max-age=31536000, immutable"
+
+
+def test_explicit_cache_control_wins_over_fingerprints(tmp_path: Path, make) -> None:
+    names = ("app.3f2a9c1b.css", "entry-IVRV6JR7.js", "app.css")
+    dirs = {}
+    for d in ("auto", "explicit", "both", "off"):
+        dirs[d] = tmp_path / d
+        for n in names:
+            write(dirs[d], n, "x")
+    static = make(
+        f"/auto={dirs['auto']}",
+        f"/explicit={dirs['explicit']};cache-control=no-cache",
+        f"/both={dirs['both']};cache-control=public, max-age=600;fingerprints=on",
+        f"/off={dirs['off']};fingerprints=off",
+    )
+
+    def cc(prefix: str) -> list[bytes | None]:
+        return [
+            hdr(static.respond("GET", f"/{prefix}/{n}".encode(), []), b"Cache-Control")
+            for n in names
+        ]
+
+    immutable, default = IMMUTABLE_CACHE_CONTROL.encode(), DEFAULT_CACHE_CONTROL.encode()
+    assert cc("auto") == [immutable, immutable, default]
+    assert cc("explicit") == [b"no-cache"] * 3
+    assert cc("both") == [immutable, immutable, b"public, max-age=600"]
+    assert cc("off") == [default] * 3
 
 
 def test_fingerprint_is_judged_on_the_url_name_not_a_symlink_target(root: Path, get) -> None:
@@ -404,6 +444,8 @@ def test_parse_mount_relative_directory_becomes_absolute(
         ("/static=DIR;allow-dotfiles=.a/b", "names starting with '.'"),
         ("/static=DIR;allow-dotfiles=", "names starting with '.'"),
         ("/static=DIR;allow-dotfiles=.a,,.b", "names starting with '.'"),
+        ("/static=DIR;fingerprints=maybe", "'on' or 'off'"),
+        ("/static=DIR;fingerprints", "'on' or 'off'"),
         ("/static=DIR;follow-symlink", "unknown option 'follow-symlink'"),
     ],
 )

@@ -685,7 +685,10 @@ class StaticFiles:
         br = _read(br_sig[0]) if br_sig is not None else None
         gz = _read(gz_sig[0]) if gz_sig is not None else None
         ctype = content_type(name)
-        cc = IMMUTABLE_CACHE_CONTROL.encode() if is_fingerprinted(name) else self._cc[mi]
+        if self._mounts[mi].fingerprints and is_fingerprinted(name):
+            cc = IMMUTABLE_CACHE_CONTROL.encode()
+        else:
+            cc = self._cc[mi]
         vary = br is not None or gz is not None
         entry.identity = _Rep(*loaded, ctype, cc, None, vary)
         entry.br = _Rep(*br, ctype, cc, b"br", vary) if br is not None else None
