@@ -173,8 +173,59 @@ def test_directory_index(root: Path, get) -> None:
     resp = get("/static/docs/")
     assert resp.status == 200 and body(resp) == b"<p>docs</p>"
     assert hdr(resp, b"Content-Type") == b"text/html; charset=utf-8"
-    assert get("/static/docs").status == 404  # no trailing slash: not the index
-    assert get("/static").status == 404
+    assert get("/static").status == 404  # the root has no index.html
+
+
+def test_directory_without_slash_redirects_like_nginx(root: Path, make) -> None:
+    write(root, "docs/index.html", "<p>docs</p>")
+    write(root, "a b/café/index.html", "x")
+    write(root, "noindex/file.txt", "x")
+    static = make()
+
+    def go(path: bytes, query: bytes = b"", method: str = "GET") -> object:
+        return static.respond(method, path, [], query)
+
+    resp = go(b"/static/docs")
+    assert resp.status == 301 and hdr(resp, b"Location") == b"/static/docs/"
+    assert hdr(resp, b"Content-Length") == b"%d" % len(body(resp))
+    resp = go(b"/static/docs", b"a=1&b=%2F")  # the query string is kept as it came
+    assert hdr(resp, b"Location") == b"/static/docs/?a=1&b=%2F"
+    assert go(b"/static//docs").status == 301  # an alias: the Location is normalised
+    assert hdr(go(b"/static//docs"), b"Location") == b"/static/docs/"
+    resp = go(b"/static/a%20b/caf%C3%A9")
+    assert hdr(resp, b"Location") == b"/static/a%20b/caf%C3%A9/"
+    head = go(b"/static/docs", method="HEAD")
+    assert head.status == 301 and head.body == [] and hdr(head, b"Location") == b"/static/docs/"
+    assert go(b"/static/docs", method="POST").status == 405
+    assert go(b"/static/noindex").status == 404  # no index.html: nothing to redirect to
+    assert go(b"/static/noindex/").status == 404
+    assert go(b"/static/docs/").status == 200
+
+
+def test_mount_root_without_slash_redirects(root: Path, make) -> None:
+    write(root, "index.html", "home")
+    static = make()
+    assert hdr(static.respond("GET", b"/static", []), b"Location") == b"/static/"
+
+
+def test_redirect_never_leaves_the_site(tmp_path: Path, make) -> None:
+    site = tmp_path / "site"
+    write(site, "evil.com/index.html", "x")
+    static = make(f"/={site}")
+    resp = static.respond("GET", b"//evil.com", [])
+    assert resp.status == 301 and hdr(resp, b"Location") == b"/evil.com/"  # not //evil.com/
+
+
+def test_redirect_follows_the_index_appearing_and_going(root: Path, make, clock) -> None:
+    (root / "d").mkdir()
+    static = make(fallthrough=True)
+    assert static.respond("GET", b"/static/d", []) is None  # names no file: the app answers
+    write(root, "d/index.html", "x")
+    clock.advance(1)
+    assert static.respond("GET", b"/static/d", []).status == 301
+    (root / "d" / "index.html").unlink()
+    clock.advance(1)
+    assert static.respond("GET", b"/static/d", []) is None
 
 
 @pytest.mark.parametrize(

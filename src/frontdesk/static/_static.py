@@ -39,6 +39,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable
 from typing import BinaryIO
+from urllib.parse import quote
 
 from ._conditional import (
     format_http_date,
@@ -194,8 +195,9 @@ class _Rep:
 
 _Key = tuple[int, int, int, int, int]
 _VariantSig = tuple[str, _Key] | None
-# (mount index, real path, identity key, br variant, gzip variant, name served)
-_Sig = tuple[int, str, _Key, _VariantSig, _VariantSig, str]
+# (mount index, real path, identity key, br variant, gzip variant, name served); for a directory
+# named without its trailing slash, the index.html that the slash URL would serve, and name None.
+_Sig = tuple[int, str, _Key, _VariantSig, _VariantSig, str | None]
 
 
 def _key(st: os.stat_result) -> _Key:
@@ -214,6 +216,7 @@ class _Entry:
         "gzip",
         "identity",
         "key",
+        "location",
         "nbytes",
         "nfiles",
         "rel",
@@ -236,6 +239,7 @@ class _Entry:
         self.identity: _Rep | None = None
         self.br: _Rep | None = None
         self.gzip: _Rep | None = None
+        self.location: bytes | None = None  # a directory named without its slash: redirect here
         self.variants = False
         self.nbytes = 0
         self.nfiles = 0
@@ -388,10 +392,13 @@ class StaticFiles:
 
     # --- the hot path -----------------------------------------------------------------------------
 
-    def respond(self, method: str, path: bytes, headers: Headers) -> StaticResponse | None:
+    def respond(
+        self, method: str, path: bytes, headers: Headers, query: bytes = b""
+    ) -> StaticResponse | None:
         """Answer a request whose raw path (before "?", still percent-encoded) is `path`.
 
-        None: no mount prefix matches, or (with fallthrough) no file is found: the app answers.
+        `query` (after "?") is only used to keep it in a redirect. None: no mount prefix matches,
+        or (with fallthrough) no file is found: the app answers.
         """
         entry = self._paths.get(path)
         if entry is None or self._clock() - entry.checked >= TTL:
@@ -403,6 +410,8 @@ class StaticFiles:
                 return None
         rep = entry.identity
         if rep is None:
+            if entry.location is not None:
+                return self._redirect(method, entry.location, query)
             if self._fallthrough and entry is not _REJECTED:
                 return None
             return _plain(404, b"Not Found\n", method)
@@ -456,6 +465,15 @@ class StaticFiles:
                 [rep.data if rep.data is not None else rep.region],  # type: ignore[list-item]
             )
         return self._conditional(method, rep, inm, ims, im, ius, if_range, rng)
+
+    @staticmethod
+    def _redirect(method: str, location: bytes, query: bytes) -> StaticResponse:
+        """301 to the slash URL of a directory that has an index.html, like nginx."""
+        if method != "GET" and method != "HEAD":
+            return _plain(405, b"Method Not Allowed\n", method, [(b"Allow", b"GET, HEAD")])
+        if query:
+            location += b"?" + query
+        return _plain(301, b"Moved Permanently\n", method, [(b"Location", location)])
 
     # --- preconditions and ranges -----------------------------------------------------------------
 
@@ -639,11 +657,11 @@ class StaticFiles:
                     continue  # a symlink pointing out of the mount
                 name = rel.rpartition("/")[2]
                 if stat.S_ISDIR(st.st_mode):
-                    if not entry.trailing:
-                        continue
                     real, st = _resolve(real, "index.html")
-                    if not (follow or _inside(real, root)):
+                    if not (follow or _inside(real, root)) or not stat.S_ISREG(st.st_mode):
                         continue
+                    if not entry.trailing:
+                        return (mi, real, _key(st), None, None, None)  # redirect to the slash
                     name = "index.html"
                 elif entry.trailing:
                     continue  # "file.css/" is not the file
@@ -679,6 +697,14 @@ class StaticFiles:
 
     def _load(self, entry: _Entry, sig: _Sig) -> None:
         mi, real, _key_now, br_sig, gz_sig, name = sig
+        if name is None:
+            # Absolute path, from the mount's prefix and the decoded path re-encoded: never "//"
+            # (no empty segments), so never a protocol-relative URL to another host.
+            prefix = self._groups[entry.key[0]][0]
+            rel = quote(entry.rel, safe="/!$&'()*+,;=:@~").encode("ascii")
+            entry.location = prefix + b"/" + rel + b"/" if rel else prefix + b"/"
+            entry.sig = sig
+            return
         loaded = _read(real)
         if loaded is None:
             return
@@ -714,6 +740,7 @@ class StaticFiles:
             self._bytes -= entry.nbytes
             self._files -= entry.nfiles
         entry.identity = entry.br = entry.gzip = None
+        entry.location = None
         entry.variants = False
         entry.sig = None
         entry.nbytes = entry.nfiles = 0
