@@ -336,3 +336,112 @@ def test_lookup_maps_bounded_by_bytes(root: Path, make) -> None:
     assert 0 < len(static._paths) < 2000
     write(root, "late.txt", "ok")
     assert body(static.respond("GET", b"/static/late.txt", [])) == b"ok"
+
+
+FD_SCRIPT = r'''
+import gc, os, resource, sys
+from frontdesk.static import StaticFiles, parse_mount, FileRegion
+
+root, scenario = sys.argv[1], sys.argv[2]
+static = StaticFiles([parse_mount(f"/s={root}")], max_open_files=1000)
+
+def get(name):
+    return static.respond("GET", b"/s/" + name.encode(), [])
+
+def fds():
+    return len(os.listdir("/proc/self/fd")) - 1  # less listdir's own
+
+def check(resp, i):
+    assert resp.status == 200, (i, resp.status)
+    (region,) = resp.body
+    assert isinstance(region, FileRegion) and resp.spare is not None
+    assert os.pread(region.file.fileno(), 8, 0) == b"%08d" % i
+
+gc.disable()  # descriptors must go back by refcount alone
+base = fds()
+resource.setrlimit(resource.RLIMIT_NOFILE, (base + 24, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+if scenario == "cache-holds-the-fds":
+    # 60 large files through a table of ~24 free descriptors: the cache gives its files back.
+    for i in range(60):
+        resp = get(f"f{i}.bin")
+        check(resp, i)
+        del resp
+    assert fds() <= base + 24
+elif scenario == "no-fd-for-the-spare":
+    check(get("f0.bin"), 0)
+    fillers = []
+    try:
+        while True:
+            fillers.append(os.dup(0))
+    except OSError:
+        pass
+    resp = get("f0.bin")  # cached; the only cached file is the one at hand: nothing to give back
+    assert resp.status == 503 and resp.body == [b"Service Unavailable\n"], resp
+    assert dict(resp.headers)[b"Retry-After"] == b"1" and resp.close and resp.spare is None
+    os.close(fillers.pop())
+    resp = get("f0.bin")
+    check(resp, 0)
+    spare = resp.spare.fd
+    del resp  # dropped without taking it: the reserved descriptor is closed
+    os.fstat(fillers[0])
+    try:
+        os.fstat(spare)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the spare descriptor leaked")
+    for fd in fillers:
+        os.close(fd)
+elif scenario == "recovers-after-exhaustion":
+    fillers = []
+    try:
+        while True:
+            fillers.append(os.dup(0))
+    except OSError:
+        pass
+    assert get("f1.bin").status == 503 and get("small.txt").status == 503
+    for fd in fillers:
+        os.close(fd)
+    check(get("f1.bin"), 1)
+    assert get("small.txt").status == 200
+print("ok")
+'''
+
+
+@pytest.mark.parametrize(
+    "scenario", ["cache-holds-the-fds", "no-fd-for-the-spare", "recovers-after-exhaustion"]
+)
+def test_out_of_descriptors_for_real(root: Path, scenario: str) -> None:
+    """RLIMIT_NOFILE lowered in a child process: 503 before any head, and the worker recovers."""
+    import subprocess
+    import sys
+
+    for i in range(60):
+        write(root, f"f{i}.bin", b"%08d" % i + b"x" * 70_000)
+    write(root, "small.txt", "small")
+    proc = subprocess.run(
+        [sys.executable, "-c", FD_SCRIPT, str(root), scenario],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and proc.stdout == "ok\n", proc.stderr
+
+
+def test_large_file_responses_carry_a_spare_descriptor(root: Path, get) -> None:
+    write(root, "big.bin", b"b" * 100_000)
+    write(root, "small.txt", "s")
+    resp = get("/static/big.bin")
+    assert isinstance(resp.spare, _static.ReservedFd) and resp.spare.fd >= 0
+    fd = resp.spare.take()
+    assert resp.spare.take() == -1
+    os.fstat(fd)  # ours now
+    os.close(fd)
+    ranged = get("/static/big.bin", [(b"Range", b"bytes=0-0,50000-50001")])
+    assert ranged.status == 206 and ranged.spare is not None
+    # Nothing to send with sendfile: no spare.
+    assert get("/static/small.txt").spare is None
+    assert get("/static/big.bin", method="HEAD").spare is None
+    etag = hdr(resp, b"ETag")
+    assert get("/static/big.bin", [(b"If-None-Match", etag)]).spare is None
+    assert get("/static/big.bin", [(b"Range", b"bytes=999999-")]).spare is None

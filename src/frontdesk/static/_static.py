@@ -19,6 +19,11 @@ clock read, a scan of the request headers and one small allocation:
   else an open file object and a FileRegion over all of it, plus its header lists built once.
 - Open file objects are never closed by us: when an entry is reloaded or evicted we drop our
   reference, and a FileRegion still being sent keeps the file (and its fd) alive until it is done.
+- File descriptors: a response with FileRegion parts carries one more descriptor, reserved by
+  `respond` (`StaticResponse.spare`), for the sender's duplicate of the socket, so nothing can run
+  out after the head is decided: no descriptor is a 503 before any byte, never a 200 cut short.
+  When an open() or that dup() fails for lack of descriptors, the cached open files (all but the
+  entry at hand) are given back first and the call tried once more.
 - Everything is bounded: the raw-path map and the missing-file map (by count and by bytes,
   cleared when full; paths over MAX_REMEMBERED_PATH bytes are never remembered), and the loaded entries by count, cached bytes and open files (oldest evicted first;
   revalidation moves an entry to the back, so hot entries are the last to go). An evicted entry is
@@ -86,17 +91,59 @@ class FileRegion:
     count: int
 
 
+class ReservedFd:
+    """A file descriptor reserved for the sender of a response: see `StaticResponse.spare`.
+
+    The sender calls `take()` once and then owns the descriptor. One never taken is closed when
+    this object is dropped (or by `close()`), so a sender that ignores it leaks nothing.
+    """
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def take(self) -> int:
+        """The descriptor, now the caller's to close (or -1 if it was taken or closed before)."""
+        fd, self.fd = self.fd, -1
+        return fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: S110 - at interpreter exit os may already be gone
+            pass
+
+
 @dataclasses.dataclass(slots=True)
 class StaticResponse:
     """What to send: every header except Date, Server and Connection, then the body parts.
 
     `body` is empty for HEAD, 304 and 412; for HEAD the headers still carry Content-Length.
     The lists are fresh for each response; the bytes and FileRegion objects in them are shared.
+
+    `spare` is set exactly when `body` holds a FileRegion: a descriptor reserved by `respond`
+    (a duplicate, made before anything was decided, so running out of descriptors is a 503
+    *before* any head and never a 200 cut short). The sender needs one new descriptor after the
+    head, its own duplicate of the socket; it must make it with
+    `os.dup2(sock_fd, spare.take(), inheritable=False)`, which reuses the reserved number and so
+    cannot fail for lack of descriptors, use it for every FileRegion of the response, and close it
+    after the last one (or on abort). A sender without a socket (TLS) calls `spare.close()`.
+
+    `close`: the server should close the connection after this response (the 503 for lack of
+    descriptors: a closed connection is a descriptor given back).
     """
 
     status: int
     headers: Headers
     body: list[bytes | FileRegion]
+    spare: ReservedFd | None = None
+    close: bool = False
 
 
 _NOSNIFF = (b"X-Content-Type-Options", b"nosniff")
@@ -131,6 +178,13 @@ def _plain(status: int, text: bytes, method: str, extra: Headers | None = None) 
     if extra:
         headers.extend(extra)
     return StaticResponse(status, headers, [text] if method != "HEAD" else [])
+
+
+def _unavailable(method: str) -> StaticResponse:
+    """Out of file descriptors: 503, try again in a second, and close (one descriptor back)."""
+    response = _plain(503, b"Service Unavailable\n", method, [(b"Retry-After", b"1")])
+    response.close = True
+    return response
 
 
 class _Rep:
@@ -258,6 +312,9 @@ class _Overloaded(Exception):
     """Out of file descriptors: answer 503 now and try again on the next request."""
 
 
+_NO_FDS = (errno.EMFILE, errno.ENFILE)
+
+
 def _read(path: str) -> tuple[_Key, bytes | None, BinaryIO | None] | None:
     """(key, bytes, None) for a small file, (key, None, open file) for a large one, else None.
 
@@ -266,7 +323,7 @@ def _read(path: str) -> tuple[_Key, bytes | None, BinaryIO | None] | None:
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
-        if exc.errno in (errno.EMFILE, errno.ENFILE):
+        if exc.errno in _NO_FDS:
             raise _Overloaded from exc
         return None
     try:
@@ -405,7 +462,7 @@ class StaticFiles:
             try:
                 entry = self._lookup(path, entry)
             except _Overloaded:
-                return _plain(503, b"Service Unavailable\n", method, [(b"Retry-After", b"1")])
+                return _unavailable(method)
             if entry is None:
                 return None
         rep = entry.identity
@@ -459,12 +516,31 @@ class StaticFiles:
         if inm is None and ims is None and im is None and ius is None and rng is None:
             if method == "HEAD":
                 return StaticResponse(200, rep.headers[:], [])
-            return StaticResponse(
-                200,
-                rep.headers[:],
-                [rep.data if rep.data is not None else rep.region],  # type: ignore[list-item]
-            )
-        return self._conditional(method, rep, inm, ims, im, ius, if_range, rng)
+            if rep.data is not None:
+                return StaticResponse(200, rep.headers[:], [rep.data])
+            response = StaticResponse(200, rep.headers[:], [rep.region])  # type: ignore[list-item]
+        else:
+            response = self._conditional(method, rep, inm, ims, im, ius, if_range, rng)
+            if rep.data is not None or response.status >= 300 or not response.body:
+                return response
+        return self._reserve(response, rep, entry, method)
+
+    def _reserve(
+        self, response: StaticResponse, rep: _Rep, entry: _Entry, method: str
+    ) -> StaticResponse:
+        """Give a response with FileRegion parts its spare descriptor, or make it a 503."""
+        assert rep.region is not None
+        fd = rep.region.file.fileno()
+        try:
+            response.spare = ReservedFd(os.dup(fd))
+        except OSError as exc:
+            if exc.errno not in _NO_FDS or not self._release_files(entry):
+                return _unavailable(method)
+            try:
+                response.spare = ReservedFd(os.dup(fd))
+            except OSError:
+                return _unavailable(method)
+        return response
 
     @staticmethod
     def _redirect(method: str, location: bytes, query: bytes) -> StaticResponse:
@@ -705,11 +781,11 @@ class StaticFiles:
             entry.location = prefix + b"/" + rel + b"/" if rel else prefix + b"/"
             entry.sig = sig
             return
-        loaded = _read(real)
+        loaded = self._read(real, entry)
         if loaded is None:
             return
-        br = _read(br_sig[0]) if br_sig is not None else None
-        gz = _read(gz_sig[0]) if gz_sig is not None else None
+        br = self._read(br_sig[0], entry) if br_sig is not None else None
+        gz = self._read(gz_sig[0], entry) if gz_sig is not None else None
         ctype = content_type(name)
         if self._mounts[mi].fingerprints and is_fingerprinted(name):
             cc = IMMUTABLE_CACHE_CONTROL.encode()
@@ -734,6 +810,30 @@ class StaticFiles:
                     entry.nbytes += len(rep.data)
                 else:
                     entry.nfiles += 1
+
+    def _read(self, path: str, entry: _Entry) -> tuple[_Key, bytes | None, BinaryIO | None] | None:
+        """`_read`, and once more after giving back the cached open files if out of descriptors."""
+        try:
+            return _read(path)
+        except _Overloaded:
+            if not self._release_files(entry):
+                raise
+            return _read(path)
+
+    def _release_files(self, keep: _Entry) -> bool:
+        """Out of descriptors: drop every cached entry holding open files, but `keep`.
+
+        Their files close as soon as no response in flight still uses them (refcounting), and
+        they are opened again on demand. Without this a worker whose cache held the descriptors
+        answered 503 for every other file until the cached entries changed. True if any went.
+        """
+        victims = [e for e in self._entries.values() if e.nfiles and e is not keep]
+        for victim in victims:
+            self._unload(victim)
+            del self._entries[victim.key]
+            victim.dead = True
+            victim.checked = float("-inf")
+        return bool(victims)
 
     def _unload(self, entry: _Entry) -> None:
         if entry.identity is not None and self._entries.get(entry.key) is entry:
