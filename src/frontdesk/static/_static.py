@@ -402,6 +402,7 @@ class StaticFiles:
         max_open_files: int = 128,
         max_entries: int = 4096,
         max_lookup_bytes: int = 4 * 1024 * 1024,
+        cache_group: int | None = None,
     ) -> None:
         self._mounts = tuple(mounts)
         self._fallthrough = fallthrough
@@ -433,7 +434,7 @@ class StaticFiles:
             built: dict[str, str | None] = {}
             for i, m in enumerate(self._mounts):
                 if m.directory not in built:
-                    built[m.directory] = build_variants(m, cache_dir)
+                    built[m.directory] = build_variants(m, cache_dir, cache_group)
                 self._cache_dirs[i] = built[m.directory]
         self._paths: dict[bytes, _Entry] = {}
         self._entries: dict[tuple[int, str, bool], _Entry] = {}
