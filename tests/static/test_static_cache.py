@@ -359,7 +359,8 @@ def check(resp, i):
 
 gc.disable()  # descriptors must go back by refcount alone
 base = fds()
-resource.setrlimit(resource.RLIMIT_NOFILE, (base + 24, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (base + 24, hard))
 if scenario == "cache-holds-the-fds":
     # 60 large files through a table of ~24 free descriptors: the cache gives its files back.
     for i in range(60):

@@ -32,7 +32,7 @@ def test_directory_redirect_keeps_the_query_string(server_factory, tmp_path: Pat
 
 
 def test_precompress_with_user_serves_the_built_variants(server_factory) -> None:
-    """The master (root) builds the variants; workers running as nobody must be able to read them."""
+    """The master (root) builds the variants; workers running as nobody must read them."""
     import os
     import shutil
     import tempfile

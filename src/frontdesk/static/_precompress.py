@@ -12,9 +12,11 @@ The master builds them before forking, as the user it runs as. When workers run 
 (`--user`), they must still read them, yet root must never work in a directory that user can
 write (a planted symlink would make root write or delete where it likes). So the cache stays
 owned by the builder and gets the workers' group instead: `frontdesk-static-<uid>-g<gid>-<hash>`,
-directories 0750 and files 0640 with group <gid>; nobody else can read them, the workers can. A built variant's file name carries the source's (inode, size, mtime), so an edited
-source simply stops having a variant until the next start; nothing stale is ever served, and
-nothing is ever compressed in the event loop.
+directories 0750 and files 0640 with group <gid>; nobody else can read them, the workers can.
+
+A built variant's file name carries the source's (inode, size, mtime), so an edited source simply
+stops having a variant until the next start; nothing stale is ever served, and nothing is ever
+compressed in the event loop.
 
 Negotiation (RFC 9110 §12.5.3): each coding gets the q-value of its own entry, else of "*", else
 0 (not acceptable). "x-gzip" is gzip. Among acceptable variants the highest q wins, brotli on a

@@ -25,9 +25,12 @@ clock read, a scan of the request headers and one small allocation:
   When an open() or that dup() fails for lack of descriptors, the cached open files (all but the
   entry at hand) are given back first and the call tried once more.
 - Everything is bounded: the raw-path map and the missing-file map (by count and by bytes,
-  cleared when full; paths over MAX_REMEMBERED_PATH bytes are never remembered), and the loaded entries by count, cached bytes and open files (oldest evicted first;
-  revalidation moves an entry to the back, so hot entries are the last to go). An evicted entry is
-  marked dead; a raw path still pointing at it resolves again.
+  cleared when full; paths over MAX_REMEMBERED_PATH bytes are never remembered), and the loaded
+  entries by count, cached bytes and open files (oldest evicted first; revalidation moves an entry
+  to the back, so hot entries are the last to go). An evicted entry is marked dead; a raw path
+  still pointing at it resolves again.
+- A directory named without its trailing slash resolves to an entry with a `location` (a 301),
+  when it has an index.html; refused paths share `_REJECTED`, a 404 even with fallthrough.
 
 Request evaluation follows RFC 9110 §13.2.2: If-Match, else If-Unmodified-Since (412); then
 If-None-Match, else If-Modified-Since (304); then Range with If-Range for GET (206/416).
