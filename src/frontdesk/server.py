@@ -38,10 +38,20 @@ def build_static(config: Any) -> Any:
         return None
     from frontdesk.static import StaticFiles, parse_mount
 
+    precompress = getattr(config, "static_precompress", False)
+    cache_group = None
+    if precompress and getattr(config, "user", None):
+        # Variants are built here, before workers drop to --user: give them the workers' group.
+        from frontdesk.master import resolve_privileges
+
+        priv = resolve_privileges(config.user, getattr(config, "group", None))
+        if priv.uid is not None and priv.uid != os.geteuid():
+            cache_group = priv.gid if priv.gid is not None else os.getegid()
     return StaticFiles(
         [parse_mount(spec) for spec in mounts],
         fallthrough=getattr(config, "static_fallthrough", False),
-        precompress=getattr(config, "static_precompress", False),
+        precompress=precompress,
+        cache_group=cache_group,
     )
 
 

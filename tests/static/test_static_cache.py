@@ -278,3 +278,171 @@ def test_an_entry_larger_than_the_budget_is_kept_alone(root: Path, make) -> None
     resp = static.respond("GET", b"/static/b.bin", [(b"Accept-Encoding", b"gzip")])
     assert body(resp) == b"g" * 70_000
     assert list(static._entries) == [(0, "b.bin", False)]
+
+
+def test_a_deep_miss_costs_one_stat_not_one_per_segment(
+    root: Path, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (root / "a").mkdir()
+    static = make()
+    calls: list[str] = []
+    real_stat, real_lstat = os.stat, os.lstat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: calls.append(p) or real_stat(p, *a, **k))
+    monkeypatch.setattr(os, "lstat", lambda p, *a, **k: calls.append(p) or real_lstat(p, *a, **k))
+    deep = b"/static/missing" + b"/a" * 120
+    assert static.respond("GET", deep, []).status == 404
+    # realpath() of the mount's root lstat()s its few components; the path itself: one stat.
+    root_calls = len(str(root).split("/"))
+    assert len(calls) <= root_calls + 1, calls
+    # Below an existing directory the kernel still stops at the first missing name.
+    calls.clear()
+    assert static.respond("GET", b"/static/a/nothing" + b"/a" * 120, []).status == 404
+    assert len(calls) <= root_calls + 1, calls
+
+
+def test_more_than_max_segments_is_refused_without_touching_the_disk(
+    root: Path, make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from frontdesk.static._paths import MAX_SEGMENTS
+
+    static = make()
+    deep = "/".join(["d"] * (MAX_SEGMENTS - 1))
+    write(root, deep + "/f.txt", "deep")  # MAX_SEGMENTS segments: still served
+    assert body(static.respond("GET", f"/static/{deep}/f.txt".encode(), [])) == b"deep"
+
+    def no_fs(*a: object, **k: object) -> None:
+        raise AssertionError("touched the filesystem")
+
+    monkeypatch.setattr(os, "stat", no_fs)
+    monkeypatch.setattr(os, "lstat", no_fs)
+    resp = static.respond("GET", b"/static" + b"/a" * (MAX_SEGMENTS + 1), [])
+    assert resp.status == 404
+    # 4,000 segments within an 8 KiB request line: refused at once (the reviewer's probe).
+    assert static.respond("GET", b"/static/1" + b"/a" * 4000, []).status == 404
+
+
+def test_lookup_maps_bounded_by_bytes(root: Path, make) -> None:
+    from frontdesk.static._static import MAX_REMEMBERED_PATH
+
+    static = make(max_lookup_bytes=256 * 1024)
+    for i in range(2000):
+        long = b"/static/%d/" % i + b"b" * 900  # remembered: under MAX_REMEMBERED_PATH
+        huge = b"/static/%d/" % i + b"c" * 8000  # never remembered
+        assert static.respond("GET", long, []).status == 404
+        assert static.respond("GET", huge, []).status == 404
+        assert sum(map(len, static._paths)) <= 128 * 1024
+        assert sum(len(e.rel) for e in static._missing.values()) <= 128 * 1024
+    assert all(len(p) <= MAX_REMEMBERED_PATH for p in static._paths)
+    assert 0 < len(static._paths) < 2000
+    write(root, "late.txt", "ok")
+    assert body(static.respond("GET", b"/static/late.txt", [])) == b"ok"
+
+
+FD_SCRIPT = r'''
+import gc, os, resource, sys
+from frontdesk.static import StaticFiles, parse_mount, FileRegion
+
+root, scenario = sys.argv[1], sys.argv[2]
+static = StaticFiles([parse_mount(f"/s={root}")], max_open_files=1000)
+
+def get(name):
+    return static.respond("GET", b"/s/" + name.encode(), [])
+
+def fds():
+    return len(os.listdir("/proc/self/fd")) - 1  # less listdir's own
+
+def check(resp, i):
+    assert resp.status == 200, (i, resp.status)
+    (region,) = resp.body
+    assert isinstance(region, FileRegion) and resp.spare is not None
+    assert os.pread(region.file.fileno(), 8, 0) == b"%08d" % i
+
+gc.disable()  # descriptors must go back by refcount alone
+base = fds()
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (base + 24, hard))
+if scenario == "cache-holds-the-fds":
+    # 60 large files through a table of ~24 free descriptors: the cache gives its files back.
+    for i in range(60):
+        resp = get(f"f{i}.bin")
+        check(resp, i)
+        del resp
+    assert fds() <= base + 24
+elif scenario == "no-fd-for-the-spare":
+    check(get("f0.bin"), 0)
+    fillers = []
+    try:
+        while True:
+            fillers.append(os.dup(0))
+    except OSError:
+        pass
+    resp = get("f0.bin")  # cached; the only cached file is the one at hand: nothing to give back
+    assert resp.status == 503 and resp.body == [b"Service Unavailable\n"], resp
+    assert dict(resp.headers)[b"Retry-After"] == b"1" and resp.close and resp.spare is None
+    os.close(fillers.pop())
+    resp = get("f0.bin")
+    check(resp, 0)
+    spare = resp.spare.fd
+    del resp  # dropped without taking it: the reserved descriptor is closed
+    os.fstat(fillers[0])
+    try:
+        os.fstat(spare)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the spare descriptor leaked")
+    for fd in fillers:
+        os.close(fd)
+elif scenario == "recovers-after-exhaustion":
+    fillers = []
+    try:
+        while True:
+            fillers.append(os.dup(0))
+    except OSError:
+        pass
+    assert get("f1.bin").status == 503 and get("small.txt").status == 503
+    for fd in fillers:
+        os.close(fd)
+    check(get("f1.bin"), 1)
+    assert get("small.txt").status == 200
+print("ok")
+'''
+
+
+@pytest.mark.parametrize(
+    "scenario", ["cache-holds-the-fds", "no-fd-for-the-spare", "recovers-after-exhaustion"]
+)
+def test_out_of_descriptors_for_real(root: Path, scenario: str) -> None:
+    """RLIMIT_NOFILE lowered in a child process: 503 before any head, and the worker recovers."""
+    import subprocess
+    import sys
+
+    for i in range(60):
+        write(root, f"f{i}.bin", b"%08d" % i + b"x" * 70_000)
+    write(root, "small.txt", "small")
+    proc = subprocess.run(
+        [sys.executable, "-c", FD_SCRIPT, str(root), scenario],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and proc.stdout == "ok\n", proc.stderr
+
+
+def test_large_file_responses_carry_a_spare_descriptor(root: Path, get) -> None:
+    write(root, "big.bin", b"b" * 100_000)
+    write(root, "small.txt", "s")
+    resp = get("/static/big.bin")
+    assert isinstance(resp.spare, _static.ReservedFd) and resp.spare.fd >= 0
+    fd = resp.spare.take()
+    assert resp.spare.take() == -1
+    os.fstat(fd)  # ours now
+    os.close(fd)
+    ranged = get("/static/big.bin", [(b"Range", b"bytes=0-0,50000-50001")])
+    assert ranged.status == 206 and ranged.spare is not None
+    # Nothing to send with sendfile: no spare.
+    assert get("/static/small.txt").spare is None
+    assert get("/static/big.bin", method="HEAD").spare is None
+    etag = hdr(resp, b"ETag")
+    assert get("/static/big.bin", [(b"If-None-Match", etag)]).spare is None
+    assert get("/static/big.bin", [(b"Range", b"bytes=999999-")]).spare is None

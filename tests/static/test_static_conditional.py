@@ -185,3 +185,37 @@ def test_match_etag_list_unit() -> None:
 )
 def test_parse_http_date(value: bytes, expected: int | None) -> None:
     assert parse_http_date(value) == expected
+
+
+NOW_2025 = 1_750_000_000  # Sun, 15 Jun 2025 15:06:40 GMT
+
+
+@pytest.mark.parametrize(
+    ("value", "year"),
+    [
+        # RFC 9110 §5.6.7: more than 50 years in the future means the previous century.
+        (b"Tuesday, 01-Jan-30 00:00:00 GMT", 2030),
+        (b"Monday, 01-Jan-24 00:00:00 GMT", 2024),
+        (b"Sunday, 06-Nov-94 08:49:37 GMT", 1994),
+        (b"Saturday, 15-Jun-75 15:06:40 GMT", 2075),  # exactly 50 years ahead: still future
+        (b"Saturday, 15-Jun-75 15:06:41 GMT", 1975),  # a second more: the past
+        (b"Wednesday, 01-Jan-76 00:00:00 GMT", 1976),
+    ],
+)
+def test_rfc850_two_digit_year(value: bytes, year: int) -> None:
+    import datetime
+
+    t = parse_http_date(value, now=NOW_2025)
+    assert t is not None
+    assert datetime.datetime.fromtimestamp(t, datetime.timezone.utc).year == year
+
+
+def test_rfc850_two_digit_year_late_in_a_century() -> None:
+    # In 2090, "10" is 2110 (20 years ahead), not 2010 (80 years back).
+    now_2090 = 3_786_912_000  # 01 Jan 2090 00:00:00 GMT
+    t = parse_http_date(b"Wednesday, 01-Jan-10 00:00:00 GMT", now=now_2090)
+    assert t == 4_417_977_600  # 2110-01-01
+
+
+def test_rfc850_year_30_is_2030_today() -> None:
+    assert parse_http_date(b"Tuesday, 01-Jan-30 00:00:00 GMT") == 1_893_456_000  # 2030-01-01

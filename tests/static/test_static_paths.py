@@ -125,24 +125,97 @@ def test_symlink_escape_allowed_only_through_root_symlink(tmp_path: Path, root: 
 @pytest.mark.parametrize(
     ("rest", "expected"),
     [
-        (b"", ("", False)),
-        (b"/", ("", True)),
-        (b"/a/b.css", ("a/b.css", False)),
-        (b"/a//b/", ("a/b", True)),
-        (b"/%41%2d", ("A-", False)),
-        (b"/a%25b", ("a%b", False)),
+        (b"", ("", False, ())),
+        (b"/", ("", True, ())),
+        (b"/a/b.css", ("a/b.css", False, ())),
+        (b"/a//b/", ("a/b", True, ())),
+        (b"/%41%2d", ("A-", False, ())),
+        (b"/a%25b", ("a%b", False, ())),
+        (b"/a:b", ("a:b", False, ())),  # POSIX: ":" is an ordinary character
+        (b"/.well-known/x/.y", (".well-known/x/.y", False, (".well-known", ".y"))),
+        (b"/%2eenv", (".env", False, (".env",))),
+        (b"/a...b/...", ("a...b/...", False, ("...",))),
+        (b"/caf%c3%a9", ("café", False, ())),
         (b"/a%2", None),
         (b"/a%2x", None),
         (b"/%2e", None),
+        (b"/.", None),
+        (b"/..", None),
+        (b"/.%2e", None),
         (b"/a/%2Fb", None),
         (b"/a%5cb", None),
+        (b"/a%5cx41", None),  # a decoded backslash is refused, never read as an escape
         (b"/x%00", None),
         (b"/x%0a", None),
         (b"/%ff", None),
-        (b"/a:b", None),
         (b"/%25%32%65", None),  # %252e in another spelling: decodes to "%2e"
         (b"/ok\x7f", None),
+        (b"/a" * 128, ("/".join(["a"] * 128), False, ())),
+        (b"/a" * 129, None),  # more than MAX_SEGMENTS
     ],
 )
-def test_safe_relpath(rest: bytes, expected: tuple[str, bool] | None) -> None:
+def test_safe_relpath(rest: bytes, expected: tuple[str, bool, tuple[str, ...]] | None) -> None:
     assert safe_relpath(rest) == expected
+
+
+# --- per-mount options: dotfiles and symlinks -----------------------------------------------------
+
+
+def test_allow_dotfiles_all(tree: Path, make) -> None:
+    static = make(f"/static={tree};allow-dotfiles")
+    assert body(static.respond("GET", b"/static/.env", [])) == SECRET
+    assert body(static.respond("GET", b"/static/sub/.hidden", [])) == SECRET
+    assert body(static.respond("GET", b"/static/.git/config", [])) == SECRET
+    # Never "." or "..", and still no escape.
+    for path in (b"/static/../secret.txt", b"/static/%2e%2e/secret.txt", b"/static/./.env"):
+        assert static.respond("GET", path, []).status == 404
+
+
+def test_allow_dotfiles_by_name(tree: Path, make) -> None:
+    write(tree, ".well-known/acme-challenge/token", "proof")
+    write(tree, ".well-known/.secret", SECRET)
+    static = make(f"/static={tree};allow-dotfiles=.well-known")
+    assert body(static.respond("GET", b"/static/.well-known/acme-challenge/token", [])) == b"proof"
+    assert body(static.respond("GET", b"/static/%2ewell-known/acme-challenge/token", [])) == (
+        b"proof"
+    )
+    for path in (b"/static/.env", b"/static/.git/config", b"/static/.well-known/.secret"):
+        resp = static.respond("GET", path, [])
+        assert resp.status == 404 and SECRET not in body(resp)
+
+
+def test_dotfiles_allowed_in_one_mount_of_a_prefix_only(tree: Path, tmp_path: Path, make) -> None:
+    other = tmp_path / "other"
+    write(other, ".env", "other env")
+    write(other, ".well-known/x", "other x")
+    # The first mount (tree) refuses dotfiles; the second allows .well-known only.
+    static = make(f"/static={tree}", f"/static={other};allow-dotfiles=.well-known")
+    assert body(static.respond("GET", b"/static/.well-known/x", [])) == b"other x"
+    assert static.respond("GET", b"/static/.env", []).status == 404
+
+
+def test_follow_symlinks(tree: Path, make) -> None:
+    static = make(f"/static={tree};follow-symlinks")
+    assert body(static.respond("GET", b"/static/link_out", [])) == SECRET
+    assert body(static.respond("GET", b"/static/dir_out/secret.txt", [])) == SECRET
+    # The URL path itself still cannot climb out, and dotfiles are still refused.
+    assert static.respond("GET", b"/static/../secret.txt", []).status == 404
+    assert static.respond("GET", b"/static/dir_out/../secret.txt", []).status == 404
+    assert static.respond("GET", b"/static/.env", []).status == 404
+    # Without the option the same links are refused.
+    plain = make(f"/static={tree}")
+    assert plain.respond("GET", b"/static/link_out", []).status == 404
+    assert plain.respond("GET", b"/static/dir_out/secret.txt", []).status == 404
+
+
+def test_follow_symlinks_variants_and_index(tree: Path, tmp_path: Path, make) -> None:
+    write(tmp_path, "out/index.html", "outside index")
+    write(tmp_path, "out/app.css", "body{}" * 10)
+    write(tmp_path, "out/app.css.gz", "GZ")
+    os.symlink(tmp_path / "out", tree / "outdir")
+    static = make(f"/static={tree};follow-symlinks")
+    assert body(static.respond("GET", b"/static/outdir/", [])) == b"outside index"
+    resp = static.respond("GET", b"/static/outdir/app.css", [(b"Accept-Encoding", b"gzip")])
+    assert body(resp) == b"GZ"
+    plain = make(f"/static={tree}")
+    assert plain.respond("GET", b"/static/outdir/", []).status == 404

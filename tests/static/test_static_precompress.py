@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from frontdesk.static import _precompress
+from frontdesk.static import _precompress, parse_mount
 from frontdesk.static._precompress import (
     BR,
     GZIP,
@@ -95,6 +95,26 @@ def test_range_of_a_variant(get, variants: dict[str, bytes]) -> None:
     assert resp.status == 206 and body(resp) == b"BROTLI"
     assert hdr(resp, b"Content-Encoding") == b"br"
     assert hdr(resp, b"Content-Range") == b"bytes 0-5/12"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ([(b"If-Match", b'"nope"')], 412),
+        ([(b"If-Unmodified-Since", b"Sun, 06 Nov 1994 08:49:37 GMT")], 412),
+        ([(b"Range", b"bytes=99999-")], 416),
+    ],
+)
+@pytest.mark.parametrize("accept", [b"br", b"identity"])
+def test_412_and_416_carry_vary(
+    root: Path, get, variants: dict[str, bytes], headers: list, status: int, accept: bytes
+) -> None:
+    # Which representation's validators were compared depends on Accept-Encoding, as for 200/304.
+    resp = get("/static/app.css", [(b"Accept-Encoding", accept), *headers])
+    assert resp.status == status and hdr(resp, b"Vary") == b"Accept-Encoding"
+    write(root, "plain.css", CSS)
+    plain = get("/static/plain.css", [(b"Accept-Encoding", accept), *headers])
+    assert plain.status == status and hdr(plain, b"Vary") is None
 
 
 def test_no_variants_no_vary(root: Path, get) -> None:
@@ -231,6 +251,33 @@ def test_cache_dir_must_be_private(tmp_path: Path, root: Path) -> None:
     assert cache_dir_for(real, str(tmp_path / "no" / "such")) is None
 
 
+def test_cache_for_workers_of_another_user_is_theirs_by_group(
+    root: Path, tmp_path: Path, gzip_only: None
+) -> None:
+    """--user: built by the master, read by the workers through their group; never writable."""
+    import grp
+
+    gid = grp.getgrnam("nogroup").gr_gid if os.geteuid() == 0 else os.getgid()
+    write(root, "app.css", CSS)
+    write(root, "deep/er/app.js", CSS)
+    base = tmp_path / "tmp"
+    base.mkdir()
+    cache = _precompress.build_variants(parse_mount(f"/s={root}"), str(base), gid)
+    assert cache is not None and f"-g{gid}-" in os.path.basename(cache)
+    st = os.lstat(cache)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (os.getuid(), gid, 0o750)
+    files = [p for p in Path(cache).rglob("*") if p.is_file()]
+    dirs = [p for p in Path(cache).rglob("*") if p.is_dir()]
+    assert len(files) == 2 and len(dirs) == 2
+    for p in files:
+        assert (p.stat().st_gid, p.stat().st_mode & 0o777) == (gid, 0o640)
+    for p in dirs:
+        assert (p.stat().st_gid, p.stat().st_mode & 0o777) == (gid, 0o750)
+    # Without a reader group: the private 0700 directory, under another name.
+    own = _precompress.cache_dir_for(os.path.realpath(root), str(base))
+    assert own is not None and own != cache and (os.stat(own).st_mode & 0o777) == 0o700
+
+
 def test_unusable_cache_dir_disables_building(
     root: Path, tmp_path: Path, make, gzip_only: None
 ) -> None:
@@ -310,7 +357,7 @@ def test_two_mounts_of_one_directory_build_once(
     real = _precompress.build_variants
     monkeypatch.setattr(
         "frontdesk.static._static.build_variants",
-        lambda m, base: calls.append(m.prefix) or real(m, base),
+        lambda m, base, gid: calls.append(m.prefix) or real(m, base, gid),
     )
     cache = tmp_path / "c"
     cache.mkdir()

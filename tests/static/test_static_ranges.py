@@ -54,9 +54,30 @@ def test_parse_range(value: bytes, size: int, expected: list[tuple[int, int]] | 
     assert parse_range(value, size) == expected
 
 
-def test_parse_range_coalesces_overlapping_and_sorts() -> None:
-    assert parse_range(b"bytes=500-600,0-10,5-20,550-700", 1000) == [(0, 20), (500, 700)]
+def test_parse_range_coalesces_overlapping_and_keeps_request_order() -> None:
+    # RFC 9110 §14.6: parts in request order, except where coalesced (in the earliest's place).
+    assert parse_range(b"bytes=500-600,0-10,5-20,550-700", 1000) == [(500, 700), (0, 20)]
+    assert parse_range(b"bytes=200-299,0-99", 1000) == [(200, 299), (0, 99)]
+    assert parse_range(b"bytes=-1,0-0", 1000) == [(999, 999), (0, 0)]
     assert parse_range(b"bytes=0-0,-1", 1000) == [(0, 0), (999, 999)]
+    # A merged range can reach one listed before it: 700-800 joins 0-10 only through 20-690.
+    assert parse_range(b"bytes=700-800,0-10,20-690", 1000) == [(0, 800)]
+    assert parse_range(b"bytes=0-10,500-600,20-400", 1000) == [(0, 400), (500, 600)]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"bytes=00000000000000000000000000-1", [(0, 1)]),  # nginx: 206 0-1
+        (b"bytes=0-000000000000000000000000001", [(0, 1)]),
+        (b"bytes=-0000000000000000000000000002", [(8, 9)]),
+        (b"bytes=0005-0006", [(5, 6)]),
+        (b"bytes=-000", []),
+        (b"bytes=0000000000000000000010000000000000000000-", []),  # 19 significant digits
+    ],
+)
+def test_parse_range_leading_zeros(value: bytes, expected: list[tuple[int, int]]) -> None:
+    assert parse_range(value, 10) == expected
 
 
 def test_parse_range_limit() -> None:
@@ -142,6 +163,23 @@ def test_multipart_byteranges(get, data: bytes) -> None:
     if size > 65536:  # large files: bytes interleaved with regions, nothing read into memory
         kinds = [type(p).__name__ for p in resp.body]
         assert kinds == ["bytes", "FileRegion"] * 3 + ["bytes"]
+
+
+def test_multipart_parts_in_request_order(get, data: bytes) -> None:
+    resp = get("/static/f.bin", [(b"Range", b"bytes=200-299,0-99")])
+    assert resp.status == 206
+    parts = parse_multipart(body(resp), hdr(resp, b"Content-Type"))
+    size = len(data)
+    assert [(r, p) for _, r, p in parts] == [
+        (b"bytes 200-299/%d" % size, data[200:300]),
+        (b"bytes 0-99/%d" % size, data[0:100]),
+    ]
+
+
+def test_leading_zeros_range(get, data: bytes) -> None:
+    resp = get("/static/f.bin", [(b"Range", b"bytes=00000000000000000000000000-1")])
+    assert resp.status == 206 and hdr(resp, b"Content-Range") == b"bytes 0-1/%d" % len(data)
+    assert body(resp) == data[:2]
 
 
 def test_multipart_boundaries_differ(get, data: bytes) -> None:

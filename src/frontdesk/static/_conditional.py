@@ -10,6 +10,7 @@ import calendar
 import datetime
 import email.utils
 import re
+import time
 
 # entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE ; etagc = %x21 / %x23-7E / obs-text  (§8.8.3)
 _LIST_MEMBER = re.compile(rb'[ \t]*(?:(W/)?("[\x21\x23-\x7e\x80-\xff]*")[ \t]*)?(?:,|\Z)')
@@ -84,8 +85,31 @@ _RFC850 = re.compile(_LONG_DAY + rb", ([0-9]{2})-" + _MONTH + rb"-([0-9]{2}) " +
 _ASCTIME = re.compile(_DAY + rb" " + _MONTH + rb" ([ 0-9][0-9]) " + _TIME + rb" ([0-9]{4})\Z")
 
 
-def parse_http_date(value: bytes) -> int | None:
-    """Seconds since the epoch for an HTTP-date, or None when it is not one (§5.6.7)."""
+def _rfc850_year(yy: int, month: int, day: int, hms: tuple[int, int, int], now: float) -> int:
+    """The four-digit year of an rfc850-date (§5.6.7): the year with those last two digits that
+    puts the timestamp at most 50 years in the future, and as late as possible.
+
+    "MUST interpret a timestamp that appears to be more than 50 years in the future as
+    representing the most recent year in the past that had the same last two digits": so in 2025,
+    "30" is 2030 and "80" is 1980. Compared as (year, month, day, time) tuples, so 29 February
+    needs no special case.
+    """
+    t = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+    limit = (t.year + 50, t.month, t.day, t.hour, t.minute, t.second)
+    year = t.year - t.year % 100 + yy
+    if (year, month, day, *hms) > limit:
+        year -= 100
+    elif (year + 100, month, day, *hms) <= limit:
+        year += 100
+    return year
+
+
+def parse_http_date(value: bytes, now: float | None = None) -> int | None:
+    """Seconds since the epoch for an HTTP-date, or None when it is not one (§5.6.7).
+
+    `now` (seconds since the epoch, default the current time) only matters for the two-digit
+    years of rfc850-date.
+    """
     value = value.strip(b" \t")
     m = _IMF.match(value)
     if m is not None:
@@ -95,9 +119,13 @@ def parse_http_date(value: bytes) -> int | None:
         m = _RFC850.match(value)
         if m is not None:
             day, month, year, hh, mm, ss = m.group(1, 2, 3, 4, 5, 6)
-            # Two-digit year: the most recent past year with those digits (§5.6.7).
-            now_year = datetime.datetime.now(datetime.timezone.utc).year
-            y = now_year - (now_year - int(year)) % 100
+            y = _rfc850_year(
+                int(year),
+                _MONTHS[month],
+                int(day),
+                (int(hh), int(mm), int(ss)),
+                time.time() if now is None else now,
+            )
         else:
             m = _ASCTIME.match(value)
             if m is None:

@@ -6,9 +6,17 @@ A file `x.css` may have variants `x.css.br` and `x.css.gz` beside it (put there 
 for nginx's gzip_static / brotli_static). With `precompress=True`, frontdesk also builds the
 missing ones for compressible files larger than 1 KiB at startup, into a private cache directory
 outside the served tree (`$TMPDIR/frontdesk-static-<uid>-<hash of the directory>`, mode 0700, owner
-checked). A built variant's file name carries the source's (inode, size, mtime), so an edited
-source simply stops having a variant until the next start; nothing stale is ever served, and
-nothing is ever compressed in the event loop.
+checked).
+
+The master builds them before forking, as the user it runs as. When workers run as another user
+(`--user`), they must still read them, yet root must never work in a directory that user can
+write (a planted symlink would make root write or delete where it likes). So the cache stays
+owned by the builder and gets the workers' group instead: `frontdesk-static-<uid>-g<gid>-<hash>`,
+directories 0750 and files 0640 with group <gid>; nobody else can read them, the workers can.
+
+A built variant's file name carries the source's (inode, size, mtime), so an edited source simply
+stops having a variant until the next start; nothing stale is ever served, and nothing is ever
+compressed in the event loop.
 
 Negotiation (RFC 9110 §12.5.3): each coding gets the q-value of its own entry, else of "*", else
 0 (not acceptable). "x-gzip" is gzip. Among acceptable variants the highest q wins, brotli on a
@@ -105,11 +113,17 @@ def build_encoding() -> tuple[str, str]:
     return (".br", "br") if brotli is not None else (".gz", "gzip")
 
 
-def cache_dir_for(directory_real: str, base: str | None = None) -> str | None:
-    """The private cache directory for a mount's real root; None when none can be had safely."""
+def cache_dir_for(
+    directory_real: str, base: str | None = None, reader_gid: int | None = None
+) -> str | None:
+    """The private cache directory for a mount's real root; None when none can be had safely.
+
+    `reader_gid`: the group of the workers when they run as another user (module docstring).
+    """
     base = base if base is not None else tempfile.gettempdir()
     digest = hashlib.sha256(directory_real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    path = os.path.join(base, f"frontdesk-static-{os.getuid()}-{digest}")
+    group = f"g{reader_gid}-" if reader_gid is not None else ""
+    path = os.path.join(base, f"frontdesk-static-{os.getuid()}-{group}{digest}")
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
@@ -121,13 +135,37 @@ def cache_dir_for(directory_real: str, base: str | None = None) -> str | None:
     except OSError:  # pragma: no cover - removed between mkdir and lstat
         return None
     # In a shared /tmp someone else could have made it first and planted "variants".
-    if (
-        not stat.S_ISDIR(st.st_mode)
-        or st.st_uid != os.getuid()
-        or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    ):
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        return None
+    if reader_gid is not None:
+        try:  # ours (checked above, and lstat: not through a symlink): make it the workers' too
+            _share(path, reader_gid, 0o750)
+            st = os.lstat(path)
+        except OSError:
+            return None
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return None
     return path
+
+
+def _share(path: str, gid: int | None, mode: int) -> None:
+    """Give a directory or file we created the workers' group (when they need one), and `mode`."""
+    if gid is None:
+        return
+    os.chown(path, -1, gid, follow_symlinks=False)
+    os.chmod(path, mode)
+
+
+def _makedirs(cache: str, rel_dir: str, gid: int | None) -> None:
+    """os.makedirs under the cache, each new directory 0700, or 0750 with the workers' group."""
+    path = cache
+    for part in rel_dir.split(os.sep) if rel_dir else ():
+        path = os.path.join(path, part)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        _share(path, gid, 0o750)
 
 
 def built_name(rel_real: str, ino: int, size: int, mtime_ns: int, suffix: str) -> str:
@@ -153,10 +191,15 @@ def _walk(root: str) -> Iterable[tuple[str, str]]:
             yield path, os.path.relpath(path, root)
 
 
-def build_variants(mount: Mount, cache_base: str | None = None) -> str | None:
-    """Build the missing variants of one mount; returns the cache directory (or None)."""
+def build_variants(
+    mount: Mount, cache_base: str | None = None, reader_gid: int | None = None
+) -> str | None:
+    """Build the missing variants of one mount; returns the cache directory (or None).
+
+    `reader_gid`: see the module docstring (workers running as another user).
+    """
     root = os.path.realpath(mount.directory)
-    cache = cache_dir_for(root, cache_base)
+    cache = cache_dir_for(root, cache_base, reader_gid)
     if cache is None:
         return None
     suffix, coding = build_encoding()
@@ -189,11 +232,14 @@ def build_variants(mount: Mount, cache_base: str | None = None) -> str | None:
             if len(packed) >= len(data) * 0.95:
                 wanted.discard(name)
                 continue
-            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+            _makedirs(cache, os.path.dirname(name), reader_gid)
             # Atomic: workers building at the same time never see a half-written file.
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as out:
+                    if reader_gid is not None:
+                        os.fchown(out.fileno(), -1, reader_gid)
+                        os.fchmod(out.fileno(), 0o640)
                     out.write(packed)
                 os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
                 os.replace(tmp, target)

@@ -12,12 +12,13 @@
   a syntax error or an int-range with last < first (invalid: the field is ignored), more than
   MAX_RANGES specs (the Apache Killer defence, like nginx's max_ranges), or an empty file.
 - []: no range is satisfiable -> 416 with `Content-Range: bytes */SIZE`.
-- [(first, last), ...]: the satisfiable ranges, inclusive, sorted and coalesced: overlapping or
-  nearly adjacent ranges (gap below a part header's size) are merged, as §14.3 allows, so a client
-  can never make us send more than the file plus MAX_RANGES part headers.
+- [(first, last), ...]: the satisfiable ranges, inclusive, in the order the client listed them,
+  with overlapping or nearly adjacent ranges (gap below a part header's size) merged, as §14.6
+  allows, so a client can never make us send more than the file plus MAX_RANGES part headers.
 
-Numbers are ASCII digits only (no sign, "_", or spaces: `int()` would accept those); more than 18
-digits is simply "larger than any file".
+Numbers are ASCII digits only (no sign, "_", or spaces: `int()` would accept those); leading zeros
+are allowed (`0000000000000000000000001` is 1), and more than 18 significant digits is simply
+"larger than any file".
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ _EMPTY = re.compile(rb"[ \t]*\Z")
 
 
 def _num(digits: bytes) -> int:
-    return _HUGE if len(digits) > 18 else int(digits)
+    digits = digits.lstrip(b"0")  # 1*DIGIT: leading zeros are allowed, and change nothing
+    return _HUGE if len(digits) > 18 else int(digits or b"0")
 
 
 def parse_range(value: bytes, size: int) -> list[tuple[int, int]] | None:
@@ -74,14 +76,36 @@ def parse_range(value: bytes, size: int) -> list[tuple[int, int]] | None:
     if not seen:
         return None
     if len(ranges) > 1:
-        ranges.sort()
-        merged = [ranges[0]]
-        for first, last in ranges[1:]:
-            prev_first, prev_last = merged[-1]
-            if first <= prev_last + 1 + _COALESCE_GAP:
-                if last > prev_last:
-                    merged[-1] = (prev_first, last)
-            else:
-                merged.append((first, last))
-        ranges = merged
+        ranges = _coalesce(ranges)
     return ranges
+
+
+def _coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Merge ranges that overlap or are less than a part header apart; keep the request order.
+
+    §14.6: parts go "in the same order that the corresponding range-spec appeared in the received
+    Range header field, excluding those ranges that were deemed unsatisfiable or that were
+    coalesced into other ranges", and a server may coalesce ranges "that overlap, or that are
+    separated by a gap that is smaller than the overhead of sending multiple parts, regardless of
+    the order". A merged range takes the place of the earliest of its members. At most
+    MAX_RANGES ranges, so quadratic is fine.
+    """
+    out = list(ranges)
+    i = 0
+    while i < len(out):
+        first, last = out[i]
+        j = i + 1
+        merged = False
+        while j < len(out):
+            f, l = out[j]
+            if f <= last + 1 + _COALESCE_GAP and first <= l + 1 + _COALESCE_GAP:
+                first, last = min(first, f), max(last, l)
+                del out[j]
+                merged = True
+            else:
+                j += 1
+        out[i] = (first, last)
+        if not merged:
+            i += 1
+        # else: the grown range may now reach one it skipped; look again from the same place
+    return out

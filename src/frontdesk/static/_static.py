@@ -19,10 +19,18 @@ clock read, a scan of the request headers and one small allocation:
   else an open file object and a FileRegion over all of it, plus its header lists built once.
 - Open file objects are never closed by us: when an entry is reloaded or evicted we drop our
   reference, and a FileRegion still being sent keeps the file (and its fd) alive until it is done.
-- Everything is bounded: the raw-path map (cleared when full), the missing-file map (cleared when
-  full), and the loaded entries by count, cached bytes and open files (oldest evicted first;
-  revalidation moves an entry to the back, so hot entries are the last to go). An evicted entry is
-  marked dead; a raw path still pointing at it resolves again.
+- File descriptors: a response with FileRegion parts carries one more descriptor, reserved by
+  `respond` (`StaticResponse.spare`), for the sender's duplicate of the socket, so nothing can run
+  out after the head is decided: no descriptor is a 503 before any byte, never a 200 cut short.
+  When an open() or that dup() fails for lack of descriptors, the cached open files (all but the
+  entry at hand) are given back first and the call tried once more.
+- Everything is bounded: the raw-path map and the missing-file map (by count and by bytes,
+  cleared when full; paths over MAX_REMEMBERED_PATH bytes are never remembered), and the loaded
+  entries by count, cached bytes and open files (oldest evicted first; revalidation moves an entry
+  to the back, so hot entries are the last to go). An evicted entry is marked dead; a raw path
+  still pointing at it resolves again.
+- A directory named without its trailing slash resolves to an entry with a `location` (a 301),
+  when it has an index.html; refused paths share `_REJECTED`, a 404 even with fallthrough.
 
 Request evaluation follows RFC 9110 §13.2.2: If-Match, else If-Unmodified-Since (412); then
 If-None-Match, else If-Modified-Since (304); then Range with If-Range for GET (206/416).
@@ -39,6 +47,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable
 from typing import BinaryIO
+from urllib.parse import quote
 
 from ._conditional import (
     format_http_date,
@@ -65,6 +74,11 @@ Headers = list[tuple[bytes, bytes]]
 
 SMALL_FILE_MAX = 64 * 1024
 TTL = 1.0  # seconds between two stats of one path
+# The lookup maps (raw paths, missing files) are bounded by bytes as well as by count: a request
+# line of 8 KiB makes 8 KiB keys. Longer paths than this are resolved every time, never remembered
+# (a miss costs one stat), and a remembered one is counted with this much for its objects.
+MAX_REMEMBERED_PATH = 1024
+_OVERHEAD = 256
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -80,17 +94,59 @@ class FileRegion:
     count: int
 
 
+class ReservedFd:
+    """A file descriptor reserved for the sender of a response: see `StaticResponse.spare`.
+
+    The sender calls `take()` once and then owns the descriptor. One never taken is closed when
+    this object is dropped (or by `close()`), so a sender that ignores it leaks nothing.
+    """
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def take(self) -> int:
+        """The descriptor, now the caller's to close (or -1 if it was taken or closed before)."""
+        fd, self.fd = self.fd, -1
+        return fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: S110 - at interpreter exit os may already be gone
+            pass
+
+
 @dataclasses.dataclass(slots=True)
 class StaticResponse:
     """What to send: every header except Date, Server and Connection, then the body parts.
 
     `body` is empty for HEAD, 304 and 412; for HEAD the headers still carry Content-Length.
     The lists are fresh for each response; the bytes and FileRegion objects in them are shared.
+
+    `spare` is set exactly when `body` holds a FileRegion: a descriptor reserved by `respond`
+    (a duplicate, made before anything was decided, so running out of descriptors is a 503
+    *before* any head and never a 200 cut short). The sender needs one new descriptor after the
+    head, its own duplicate of the socket; it must make it with
+    `os.dup2(sock_fd, spare.take(), inheritable=False)`, which reuses the reserved number and so
+    cannot fail for lack of descriptors, use it for every FileRegion of the response, and close it
+    after the last one (or on abort). A sender without a socket (TLS) calls `spare.close()`.
+
+    `close`: the server should close the connection after this response (the 503 for lack of
+    descriptors: a closed connection is a descriptor given back).
     """
 
     status: int
     headers: Headers
     body: list[bytes | FileRegion]
+    spare: ReservedFd | None = None
+    close: bool = False
 
 
 _NOSNIFF = (b"X-Content-Type-Options", b"nosniff")
@@ -127,6 +183,13 @@ def _plain(status: int, text: bytes, method: str, extra: Headers | None = None) 
     return StaticResponse(status, headers, [text] if method != "HEAD" else [])
 
 
+def _unavailable(method: str) -> StaticResponse:
+    """Out of file descriptors: 503, try again in a second, and close (one descriptor back)."""
+    response = _plain(503, b"Service Unavailable\n", method, [(b"Retry-After", b"1")])
+    response.close = True
+    return response
+
+
 class _Rep:
     """One file on disk served with one content-coding (identity, br or gzip)."""
 
@@ -143,6 +206,7 @@ class _Rep:
         "nm_headers",
         "region",
         "size",
+        "vary",
     )
 
     def __init__(
@@ -164,6 +228,7 @@ class _Rep:
         self.etag = make_etag(ino, size, mtime_ns, b"-" + coding if coding else b"")
         self.last_modified = format_http_date(self.lm_seconds)
         self.ctype = ctype
+        self.vary = vary
         self.data = data
         self.region = FileRegion(file, 0, size) if file is not None else None
         meta: Headers = [
@@ -187,8 +252,9 @@ class _Rep:
 
 _Key = tuple[int, int, int, int, int]
 _VariantSig = tuple[str, _Key] | None
-# (mount index, real path, identity key, br variant, gzip variant, name served)
-_Sig = tuple[int, str, _Key, _VariantSig, _VariantSig, str]
+# (mount index, real path, identity key, br variant, gzip variant, name served); for a directory
+# named without its trailing slash, the index.html that the slash URL would serve, and name None.
+_Sig = tuple[int, str, _Key, _VariantSig, _VariantSig, str | None]
 
 
 def _key(st: os.stat_result) -> _Key:
@@ -202,10 +268,12 @@ class _Entry:
         "br",
         "checked",
         "dead",
+        "dots",
         "group",
         "gzip",
         "identity",
         "key",
+        "location",
         "nbytes",
         "nfiles",
         "rel",
@@ -214,9 +282,12 @@ class _Entry:
         "variants",
     )
 
-    def __init__(self, key: tuple[int, str, bool], group: tuple[int, ...]) -> None:
+    def __init__(
+        self, key: tuple[int, str, bool], group: tuple[int, ...], dots: tuple[str, ...] = ()
+    ) -> None:
         self.key = key
         self.group = group
+        self.dots = dots  # the path's segments starting with "."
         self.rel = key[1]
         self.trailing = key[2]
         self.checked = float("-inf")
@@ -225,12 +296,14 @@ class _Entry:
         self.identity: _Rep | None = None
         self.br: _Rep | None = None
         self.gzip: _Rep | None = None
+        self.location: bytes | None = None  # a directory named without its slash: redirect here
         self.variants = False
         self.nbytes = 0
         self.nfiles = 0
 
 
-# Shared answer for paths refused by safe_relpath: never revalidated, never evicted.
+# Shared answer for refused paths (by safe_relpath, or dotfiles no mount of the prefix allows):
+# never revalidated, never evicted, and a 404 even with fallthrough (docs/static-files.md).
 _REJECTED = _Entry((-1, "", False), ())
 _REJECTED.checked = float("inf")
 
@@ -242,6 +315,9 @@ class _Overloaded(Exception):
     """Out of file descriptors: answer 503 now and try again on the next request."""
 
 
+_NO_FDS = (errno.EMFILE, errno.ENFILE)
+
+
 def _read(path: str) -> tuple[_Key, bytes | None, BinaryIO | None] | None:
     """(key, bytes, None) for a small file, (key, None, open file) for a large one, else None.
 
@@ -250,7 +326,7 @@ def _read(path: str) -> tuple[_Key, bytes | None, BinaryIO | None] | None:
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
-        if exc.errno in (errno.EMFILE, errno.ENFILE):
+        if exc.errno in _NO_FDS:
             raise _Overloaded from exc
         return None
     try:
@@ -283,13 +359,28 @@ def _inside(real: str, root: str) -> bool:
     return real == root or real.startswith(root + os.sep)
 
 
-def _variant(path: str, root: str) -> tuple[str, _Key] | None:
+def _resolve(base: str, rel: str) -> tuple[str, os.stat_result]:
+    """(real path, its stat) of `rel` under the real directory `base`; OSError when missing.
+
+    stat() first: the kernel stops at the first missing component (or refuses a path longer than
+    PATH_MAX at once), so a miss costs one system call however deep the path. Only a path that
+    exists is resolved component by component, and the caller checks where it leads.
+    """
+    path = os.path.join(base, rel) if rel else base
+    st = os.stat(path)
+    real = os.path.realpath(path)
+    if real != path:  # symlinks on the way: describe the file they lead to now
+        st = os.stat(real)
+    return real, st
+
+
+def _variant(path: str, root: str, follow: bool) -> tuple[str, _Key] | None:
     """A variant file beside the real path; one lstat in the common case (absent)."""
     try:
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode):
             path = os.path.realpath(path)
-            if not _inside(path, root):
+            if not (follow or _inside(path, root)):
                 return None
             st = os.stat(path)
     except (OSError, ValueError):
@@ -313,6 +404,8 @@ class StaticFiles:
         max_cached_bytes: int = 16 * 1024 * 1024,
         max_open_files: int = 128,
         max_entries: int = 4096,
+        max_lookup_bytes: int = 4 * 1024 * 1024,
+        cache_group: int | None = None,
     ) -> None:
         self._mounts = tuple(mounts)
         self._fallthrough = fallthrough
@@ -320,6 +413,7 @@ class StaticFiles:
         self._max_bytes = max_cached_bytes
         self._max_files = max_open_files
         self._max_entries = max_entries
+        self._max_lookup_bytes = max_lookup_bytes // 2  # each of the two maps
         # Longest prefix first; mounts sharing a prefix are searched in the order given.
         prefixes: list[str] = []
         for m in self._mounts:
@@ -343,11 +437,12 @@ class StaticFiles:
             built: dict[str, str | None] = {}
             for i, m in enumerate(self._mounts):
                 if m.directory not in built:
-                    built[m.directory] = build_variants(m, cache_dir)
+                    built[m.directory] = build_variants(m, cache_dir, cache_group)
                 self._cache_dirs[i] = built[m.directory]
         self._paths: dict[bytes, _Entry] = {}
         self._entries: dict[tuple[int, str, bool], _Entry] = {}
         self._missing: dict[tuple[int, str, bool], _Entry] = {}
+        self._paths_bytes = self._missing_bytes = 0
         self._ae_cache: dict[bytes, tuple[int, int, int]] = {}
         self._bytes = 0
         self._files = 0
@@ -358,22 +453,27 @@ class StaticFiles:
 
     # --- the hot path -----------------------------------------------------------------------------
 
-    def respond(self, method: str, path: bytes, headers: Headers) -> StaticResponse | None:
+    def respond(
+        self, method: str, path: bytes, headers: Headers, query: bytes = b""
+    ) -> StaticResponse | None:
         """Answer a request whose raw path (before "?", still percent-encoded) is `path`.
 
-        None: no mount prefix matches, or (with fallthrough) no file is found: the app answers.
+        `query` (after "?") is only used to keep it in a redirect. None: no mount prefix matches,
+        or (with fallthrough) no file is found: the app answers.
         """
         entry = self._paths.get(path)
         if entry is None or self._clock() - entry.checked >= TTL:
             try:
                 entry = self._lookup(path, entry)
             except _Overloaded:
-                return _plain(503, b"Service Unavailable\n", method, [(b"Retry-After", b"1")])
+                return _unavailable(method)
             if entry is None:
                 return None
         rep = entry.identity
         if rep is None:
-            if self._fallthrough:
+            if entry.location is not None:
+                return self._redirect(method, entry.location, query)
+            if self._fallthrough and entry is not _REJECTED:
                 return None
             return _plain(404, b"Not Found\n", method)
         if method != "GET" and method != "HEAD":
@@ -408,9 +508,10 @@ class StaticFiles:
             q = self._ae_cache.get(ae)
             if q is None:
                 q = parse_accept_encoding(ae)
-                if len(self._ae_cache) >= 256:
-                    self._ae_cache.clear()
-                self._ae_cache[ae] = q
+                if len(ae) <= 256:  # real browsers send under 60 bytes; keep the cache small
+                    if len(self._ae_cache) >= 256:
+                        self._ae_cache.clear()
+                    self._ae_cache[ae] = q
             c = choose(q, entry.br is not None, entry.gzip is not None)
             chosen = entry.br if c == BR else entry.gzip if c == GZIP else None
             if chosen is not None:
@@ -419,12 +520,40 @@ class StaticFiles:
         if inm is None and ims is None and im is None and ius is None and rng is None:
             if method == "HEAD":
                 return StaticResponse(200, rep.headers[:], [])
-            return StaticResponse(
-                200,
-                rep.headers[:],
-                [rep.data if rep.data is not None else rep.region],  # type: ignore[list-item]
-            )
-        return self._conditional(method, rep, inm, ims, im, ius, if_range, rng)
+            if rep.data is not None:
+                return StaticResponse(200, rep.headers[:], [rep.data])
+            response = StaticResponse(200, rep.headers[:], [rep.region])  # type: ignore[list-item]
+        else:
+            response = self._conditional(method, rep, inm, ims, im, ius, if_range, rng)
+            if rep.data is not None or response.status >= 300 or not response.body:
+                return response
+        return self._reserve(response, rep, entry, method)
+
+    def _reserve(
+        self, response: StaticResponse, rep: _Rep, entry: _Entry, method: str
+    ) -> StaticResponse:
+        """Give a response with FileRegion parts its spare descriptor, or make it a 503."""
+        assert rep.region is not None
+        fd = rep.region.file.fileno()
+        try:
+            response.spare = ReservedFd(os.dup(fd))
+        except OSError as exc:
+            if exc.errno not in _NO_FDS or not self._release_files(entry):
+                return _unavailable(method)
+            try:
+                response.spare = ReservedFd(os.dup(fd))
+            except OSError:
+                return _unavailable(method)
+        return response
+
+    @staticmethod
+    def _redirect(method: str, location: bytes, query: bytes) -> StaticResponse:
+        """301 to the slash URL of a directory that has an index.html, like nginx."""
+        if method != "GET" and method != "HEAD":
+            return _plain(405, b"Method Not Allowed\n", method, [(b"Allow", b"GET, HEAD")])
+        if query:
+            location += b"?" + query
+        return _plain(301, b"Moved Permanently\n", method, [(b"Location", location)])
 
     # --- preconditions and ranges -----------------------------------------------------------------
 
@@ -439,14 +568,15 @@ class StaticFiles:
         if_range: bytes | None,
         rng: bytes | None,
     ) -> StaticResponse:
-        # §13.2.2 steps 1-2: If-Match, else If-Unmodified-Since.
+        # §13.2.2 steps 1-2: If-Match, else If-Unmodified-Since. The answer depended on the
+        # chosen variant's validators, so 412 and 416 carry Vary like 200 and 304 do.
         if im is not None:
             if not match_etag_list(im, rep.etag, weak=False):
-                return _plain(412, b"Precondition Failed\n", method)
+                return _plain(412, b"Precondition Failed\n", method, [_VARY] if rep.vary else None)
         elif ius is not None:
             t = parse_http_date(ius)  # an invalid date is ignored (§13.1.4)
             if t is not None and rep.lm_seconds > t:
-                return _plain(412, b"Precondition Failed\n", method)
+                return _plain(412, b"Precondition Failed\n", method, [_VARY] if rep.vary else None)
         # Steps 3-4: If-None-Match, else If-Modified-Since.
         if inm is not None:
             if match_etag_list(inm, rep.etag, weak=True):
@@ -470,7 +600,9 @@ class StaticFiles:
                         416,
                         b"Range Not Satisfiable\n",
                         method,
-                        [(b"Content-Range", b"bytes */%d" % rep.size)],
+                        [(b"Content-Range", b"bytes */%d" % rep.size), _VARY]
+                        if rep.vary
+                        else [(b"Content-Range", b"bytes */%d" % rep.size)],
                     )
                 if len(ranges) == 1:
                     return self._single_range(rep, *ranges[0])
@@ -550,19 +682,26 @@ class StaticFiles:
         else:
             return None
         found = safe_relpath(path[len(prefix) :])
-        if found is None:
+        if found is None or (found[2] and not any(self._mounts[i].allows(found[2]) for i in group)):
             entry = _REJECTED
         else:
             key = (gi, found[0], found[1])
             entry = self._entries.get(key) or self._missing.get(key)
             if entry is None:
-                entry = _Entry(key, group)
+                entry = _Entry(key, group, found[2])
                 self._refresh(entry, now)
             elif now - entry.checked >= TTL:
                 self._refresh(entry, now)
-        if len(self._paths) >= self._max_entries * 2:
-            self._paths.clear()
-        self._paths[path] = entry
+        if len(path) <= MAX_REMEMBERED_PATH and path not in self._paths:
+            size = len(path) + _OVERHEAD
+            if (
+                len(self._paths) >= self._max_entries * 2
+                or self._paths_bytes + size > self._max_lookup_bytes
+            ):
+                self._paths.clear()
+                self._paths_bytes = 0
+            self._paths_bytes += size
+            self._paths[path] = entry
         return entry
 
     def _refresh(self, entry: _Entry, now: float) -> None:
@@ -587,20 +726,22 @@ class StaticFiles:
         """Resolve an entry's path in its mounts: what would be served now (no file opened)."""
         rel = entry.rel
         for mi in entry.group:
+            mount = self._mounts[mi]
+            if entry.dots and not mount.allows(entry.dots):
+                continue
+            follow = mount.follow_symlinks
             try:
-                root = os.path.realpath(self._mounts[mi].directory)
-                real = os.path.realpath(os.path.join(root, rel)) if rel else root
-                if not _inside(real, root):
+                root = os.path.realpath(mount.directory)
+                real, st = _resolve(root, rel)
+                if not (follow or _inside(real, root)):
                     continue  # a symlink pointing out of the mount
-                st = os.stat(real)
                 name = rel.rpartition("/")[2]
                 if stat.S_ISDIR(st.st_mode):
+                    real, st = _resolve(real, "index.html")
+                    if not (follow or _inside(real, root)) or not stat.S_ISREG(st.st_mode):
+                        continue
                     if not entry.trailing:
-                        continue
-                    real = os.path.realpath(os.path.join(real, "index.html"))
-                    if not _inside(real, root):
-                        continue
-                    st = os.stat(real)
+                        return (mi, real, _key(st), None, None, None)  # redirect to the slash
                     name = "index.html"
                 elif entry.trailing:
                     continue  # "file.css/" is not the file
@@ -608,10 +749,11 @@ class StaticFiles:
                     continue
             except (OSError, ValueError):
                 continue
-            br = _variant(real + ".br", root)
-            gz = _variant(real + ".gz", root)
+            br = _variant(real + ".br", root, follow)
+            gz = _variant(real + ".gz", root, follow)
             cache = self._cache_dirs[mi]
-            if cache is not None and (gz if not self._build_is_br else br) is None:
+            inside = _inside(real, root)  # only files inside the tree have built variants
+            if cache is not None and inside and (gz if not self._build_is_br else br) is None:
                 built = _variant(
                     os.path.join(
                         cache,
@@ -624,6 +766,7 @@ class StaticFiles:
                         ),
                     ),
                     cache,
+                    False,
                 )
                 if self._build_is_br:
                     br = built
@@ -634,13 +777,24 @@ class StaticFiles:
 
     def _load(self, entry: _Entry, sig: _Sig) -> None:
         mi, real, _key_now, br_sig, gz_sig, name = sig
-        loaded = _read(real)
+        if name is None:
+            # Absolute path, from the mount's prefix and the decoded path re-encoded: never "//"
+            # (no empty segments), so never a protocol-relative URL to another host.
+            prefix = self._groups[entry.key[0]][0]
+            rel = quote(entry.rel, safe="/!$&'()*+,;=:@~").encode("ascii")
+            entry.location = prefix + b"/" + rel + b"/" if rel else prefix + b"/"
+            entry.sig = sig
+            return
+        loaded = self._read(real, entry)
         if loaded is None:
             return
-        br = _read(br_sig[0]) if br_sig is not None else None
-        gz = _read(gz_sig[0]) if gz_sig is not None else None
+        br = self._read(br_sig[0], entry) if br_sig is not None else None
+        gz = self._read(gz_sig[0], entry) if gz_sig is not None else None
         ctype = content_type(name)
-        cc = IMMUTABLE_CACHE_CONTROL.encode() if is_fingerprinted(name) else self._cc[mi]
+        if self._mounts[mi].fingerprints and is_fingerprinted(name):
+            cc = IMMUTABLE_CACHE_CONTROL.encode()
+        else:
+            cc = self._cc[mi]
         vary = br is not None or gz is not None
         entry.identity = _Rep(*loaded, ctype, cc, None, vary)
         entry.br = _Rep(*br, ctype, cc, b"br", vary) if br is not None else None
@@ -661,11 +815,36 @@ class StaticFiles:
                 else:
                     entry.nfiles += 1
 
+    def _read(self, path: str, entry: _Entry) -> tuple[_Key, bytes | None, BinaryIO | None] | None:
+        """`_read`, and once more after giving back the cached open files if out of descriptors."""
+        try:
+            return _read(path)
+        except _Overloaded:
+            if not self._release_files(entry):
+                raise
+            return _read(path)
+
+    def _release_files(self, keep: _Entry) -> bool:
+        """Out of descriptors: drop every cached entry holding open files, but `keep`.
+
+        Their files close as soon as no response in flight still uses them (refcounting), and
+        they are opened again on demand. Without this a worker whose cache held the descriptors
+        answered 503 for every other file until the cached entries changed. True if any went.
+        """
+        victims = [e for e in self._entries.values() if e.nfiles and e is not keep]
+        for victim in victims:
+            self._unload(victim)
+            del self._entries[victim.key]
+            victim.dead = True
+            victim.checked = float("-inf")
+        return bool(victims)
+
     def _unload(self, entry: _Entry) -> None:
         if entry.identity is not None and self._entries.get(entry.key) is entry:
             self._bytes -= entry.nbytes
             self._files -= entry.nfiles
         entry.identity = entry.br = entry.gzip = None
+        entry.location = None
         entry.variants = False
         entry.sig = None
         entry.nbytes = entry.nfiles = 0
@@ -675,14 +854,21 @@ class StaticFiles:
         key = entry.key
         if entry.identity is None:
             self._entries.pop(key, None)
-            if self._missing.get(key) is not entry:
-                if len(self._missing) >= self._max_entries:
+            if self._missing.get(key) is not entry and len(entry.rel) <= MAX_REMEMBERED_PATH:
+                size = len(entry.rel) + _OVERHEAD
+                if (
+                    len(self._missing) >= self._max_entries
+                    or self._missing_bytes + size > self._max_lookup_bytes
+                ):
                     for dead in self._missing.values():
                         dead.dead = True
                     self._missing.clear()
+                    self._missing_bytes = 0
+                self._missing_bytes += size
                 self._missing[key] = entry
             return
-        self._missing.pop(key, None)
+        if self._missing.pop(key, None) is not None:
+            self._missing_bytes -= len(entry.rel) + _OVERHEAD
         self._entries.pop(key, None)
         self._entries[key] = entry
         self._bytes += entry.nbytes

@@ -323,8 +323,8 @@ class HttpConnection(asyncio.Protocol):
                 continue
             static = worker.static
             if static is not None:
-                path, _ = split_target(request.target)
-                response = static.respond(request.method, path, request.headers)
+                path, query = split_target(request.target)
+                response = static.respond(request.method, path, request.headers, query)
                 if response is not None:
                     self._send_static(request, response)
                     continue
