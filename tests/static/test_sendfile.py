@@ -334,6 +334,48 @@ def test_one_call_never_sends_more_than_the_chunk(run, data_file, monkeypatch) -
     assert max(asked) <= 2 * MIB
 
 
+def test_a_spare_descriptor_is_used_when_none_is_left(run, data_file, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # The static layer reserves a descriptor before the head goes out; with it, sendfile needs
+    # no new one (os.dup failing with EMFILE here, as when the process is out of descriptors).
+    f, data = data_file
+
+    def no_more(fd: int) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    async def job(transport: asyncio.Transport) -> None:
+        spare = os.open("/dev/null", os.O_RDONLY)
+        monkeypatch.setattr(os, "dup", no_more)
+        try:
+            await sendfile(transport, f, 0, len(data), spare_fd=spare)
+        finally:
+            monkeypatch.undo()
+        with pytest.raises(OSError):
+            os.fstat(spare)  # it was ours to close, and it is closed
+
+    async def main() -> bytes:
+        server, port, results = await start(job)
+        got = await read_all(port)
+        server.close()
+        assert results == [None], results
+        return got
+
+    assert run(main) == data
+
+
+def test_an_unneeded_spare_descriptor_is_closed(run) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        for count in (0, -1):
+            spare = os.open("/dev/null", os.O_RDONLY)
+            try:
+                await sendfile(_FakeTransport(), None, 0, count, spare_fd=spare)  # type: ignore[arg-type]
+            except ValueError:
+                pass
+            with pytest.raises(OSError):
+                os.fstat(spare)
+
+    run(main)
+
+
 def test_region_beyond_the_end_of_the_file_is_an_oserror(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "short").write_bytes(b"x" * 1000)
 

@@ -136,26 +136,36 @@ async def sendfile(
     count: int,
     *,
     timeout: float = 60.0,
+    spare_fd: int = -1,
     drain: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Send `count` bytes of `file` (anything with fileno()) from `offset` over `transport`.
 
-    `timeout`: seconds the client may take nothing before TimeoutError. `drain`, optional, is
+    `timeout`: seconds the client may take nothing before TimeoutError. `spare_fd`, when >= 0,
+    is a descriptor reserved by the caller (and now ours to close): the socket's duplicate takes
+    its number with dup2, which cannot fail for lack of descriptors. `drain`, optional, is
     awaited between chunks in the read/write fallback (e.g. the protocol's wait-for-
     resume_writing); sendfile proper does not need it. See the module docstring.
     """
     if offset < 0 or count < 0:
+        if spare_fd >= 0:
+            os.close(spare_fd)
         raise ValueError("offset and count must be non-negative")
+    sock_fd = _socket_fd(transport) if count else None
+    usable = sock_fd is not None and hasattr(os, "sendfile")
+    if spare_fd >= 0 and not (usable and not transport.is_closing()):
+        os.close(spare_fd)  # not needed after all
+        spare_fd = -1
     if count == 0:
         return
     _ensure_open(transport)
     loop = asyncio.get_running_loop()
     file_fd = file.fileno()
-    sock_fd = _socket_fd(transport)
-    if sock_fd is None or not hasattr(os, "sendfile"):
+    if not usable:
         await _fallback(loop, transport, None, file_fd, offset, count, drain, timeout)
         return
-    dup = os.dup(sock_fd)
+    assert sock_fd is not None
+    dup = os.dup2(sock_fd, spare_fd, inheritable=False) if spare_fd >= 0 else os.dup(sock_fd)
     try:
         while transport.get_write_buffer_size():
             await _writable(loop, dup, transport, timeout)

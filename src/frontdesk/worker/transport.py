@@ -63,6 +63,7 @@ import functools
 import ipaddress
 import logging
 import math
+import os
 import re
 import socket
 import struct
@@ -148,6 +149,7 @@ class HttpConnection(asyncio.Protocol):
         self._drained = threading.Event()
         # Replies that arrive while a file is being sent with sendfile.
         self._sending_file = False
+        self._spare_fd = -1  # reserved for the next sendfile's socket duplicate, when >= 0
         self._backlog: deque[tuple[Any, int]] = deque()
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
@@ -269,6 +271,9 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._spare_fd >= 0:  # a static file's reply never reached sendfile
+            os.close(self._spare_fd)
+            self._spare_fd = -1
         self.worker.connections.discard(self)
         self.parser.discard()
         self.parser.requests.clear()
@@ -399,7 +404,11 @@ class HttpConnection(asyncio.Protocol):
     # -- static files -----------------------------------------------------------------------------
 
     def _send_static(self, request: parsing.Request, response: Any) -> None:
-        keep_alive = request.keep_alive
+        keep_alive = request.keep_alive and not response.close  # close: out of descriptors
+        if response.spare is not None:
+            # A descriptor the static layer reserved for sendfile's duplicate of our socket, so
+            # nothing can fail for lack of one once the head is out (StaticResponse.spare).
+            self._spare_fd = response.spare.take()
         self.status = response.status
         if self.metrics is not None:
             self.metrics.static(response.status)
@@ -555,9 +564,10 @@ class HttpConnection(asyncio.Protocol):
     async def _send_file(self, region: Any, end: int) -> None:
         from frontdesk.worker.sendfile import sendfile
 
+        spare, self._spare_fd = self._spare_fd, -1
         try:
             await sendfile(self.transport, region.file, region.offset, region.count,
-                           timeout=self.worker.config.send_timeout)
+                           timeout=self.worker.config.send_timeout, spare_fd=spare)
             self._file_bytes += region.count
         except (ConnectionError, OSError) as exc:
             if not self.closed:
