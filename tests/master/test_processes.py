@@ -336,7 +336,7 @@ def test_process_titles(servers):
 def test_usr1_reopens_the_error_log(tmp_path):
     logfile = tmp_path / "error.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRONTDESK_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     proc = subprocess.Popen(
         [sys.executable, "-m", "frontdesk", "tests.apps:router", "--bind", "127.0.0.1:0",
          "--workers", "1", "--error-logfile", str(logfile)],
@@ -423,7 +423,7 @@ def test_as_pid_1_it_reaps_orphans_and_stops_on_term(servers, tmp_path):
         pytest.skip("needs root and unshare(1) for a PID namespace")
     (tmp_path / "orphans.py").write_text(ORPHANS_APP)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRONTDESK_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     proc = subprocess.Popen(
         ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "frontdesk",
          "orphans:app", "--bind", "127.0.0.1:0", "--workers", "1"],

@@ -107,7 +107,7 @@ def test_malformed_inherit_variable_is_a_bind_error():
 def _env(**more: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("FRONTDESK_") and k not in ("LISTEN_FDS", "LISTEN_PID", "NOTIFY_SOCKET")}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     env.update(ENV)
     env.update(more)
     return env
