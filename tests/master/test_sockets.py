@@ -4,6 +4,7 @@ inheritance across an upgrade. Unit tests on `frontdesk.sockets`, then real proc
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import socket
@@ -236,3 +237,65 @@ def _unix_answers(path: Path) -> bool:
         return data.startswith(b"HTTP/1.1 200 ")
     except OSError:
         return False
+
+
+FLAKY_APP = '''\
+import os, time
+if os.path.exists("broken"):
+    raise RuntimeError("this upgrade is broken")
+if os.path.exists("slow"):
+    time.sleep(5)
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+'''
+
+
+def test_a_new_master_that_has_not_taken_over_never_removes_the_socket_file(tmp_path):
+    # A failed upgrade (the new master cannot load the app), then a new master stopped by TERM
+    # before its workers are ready: each time the old master serves on, on the same file.
+    (tmp_path / "flaky.py").write_text(FLAKY_APP)
+    path = tmp_path / "fd.sock"
+    log = tmp_path / "log"
+    env = _env()
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env['PYTHONPATH']}"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "frontdesk", "flaky:app", "--workers", "1", "--bind", f"unix:{path}"],
+            cwd=tmp_path, env=env, stderr=out,
+        )
+    new_masters: list[int] = []
+    try:
+        wait_for(lambda: _unix_answers(path), 10, "an answer on the unix socket")
+        inode = path.stat().st_ino
+        (tmp_path / "broken").touch()
+        proc.send_signal(signal.SIGUSR2)
+        wait_for(lambda: "Upgrade failed" in log.read_text(), 20, "the upgrade to fail")
+        assert path.exists() and path.stat().st_ino == inode
+        assert _unix_answers(path)
+
+        (tmp_path / "broken").unlink()
+        (tmp_path / "slow").touch()
+        proc.send_signal(signal.SIGUSR2)
+        new = int(wait_for(lambda: re.findall(r"new master (\d+) started", log.read_text())[1:], 5,
+                           "a second new master")[0])  # type: ignore[index]
+        new_masters.append(new)
+        wait_for(lambda: "Booting worker" in log.read_text().split(f"new master {new} started")[1], 5,
+                 "the new master to fork")
+        os.kill(new, signal.SIGTERM)
+        wait_for(lambda: not alive(new), 10, "the new master to stop")
+        assert path.exists() and path.stat().st_ino == inode
+        assert _unix_answers(path)
+        assert proc.poll() is None
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert not path.exists()  # the last master removes it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        for pid in new_masters:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

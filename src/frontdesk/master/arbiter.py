@@ -304,7 +304,7 @@ class Arbiter:
                  f", replacing master {self.old_master}" if self.old_master else "")
 
     def _teardown(self) -> None:
-        sockets.close_all(self.listeners, unlink=not self.reexec_pid)
+        sockets.close_all(self.listeners, unlink=self._owns_socket_files())
         self.listeners = []
         if self.metrics_server is not None:
             self.metrics_server.stop()
@@ -696,8 +696,8 @@ class Arbiter:
 
     def _stop_workers(self, graceful: bool, now: float) -> None:
         # New connections are refused from now on (each worker closes its copy on TERM too),
-        # unless a new master (USR2) holds the sockets: then it serves them.
-        sockets.close_all(self.listeners, unlink=not self.reexec_pid)
+        # unless the other master of an upgrade holds the sockets: then it serves them.
+        sockets.close_all(self.listeners, unlink=self._owns_socket_files())
         self.listeners = []
         if graceful:
             sig, kill_at = signal.SIGTERM, now + self.config.graceful_timeout + KILL_GRACE
@@ -791,8 +791,15 @@ class Arbiter:
         gone = [ls for ls in self.listeners if ls.spec not in config.bind]
         for listener in gone:
             log.info("No longer listening at: %s", listener.spec)
-        sockets.close_all(gone, unlink=True)  # the old workers keep their copies until they exit
+        # The old workers keep their copies until they exit.
+        sockets.close_all(gone, unlink=self._owns_socket_files())
         return new
+
+    def _owns_socket_files(self) -> bool:
+        """May this master remove its unix socket files when it closes them? Not while the other
+        master of an upgrade lives: the new one it started (`reexec_pid`) serves on, and a new
+        master whose old master still lives (its parent) may fail, and the old one serves on."""
+        return not self.reexec_pid and not (self.old_master and os.getppid() == self.old_master)
 
     # -- upgrade (USR2) ---------------------------------------------------------------------------
 
