@@ -123,6 +123,10 @@ def _reason(exc: OSError) -> str:
 
 
 def _from_fd(spec: str, fd: int) -> socket.socket:
+    """Adopt an inherited listening socket (fd://N, systemd, a previous master). It came to us
+    inheritable, as it had to; from now on it is close-on-exec like every socket Python creates,
+    so a program the app runs (os.system, subprocess) does not hold the listening socket open
+    after frontdesk stops. The USR2 upgrade passes it on explicitly (`pass_fds`)."""
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
@@ -134,6 +138,7 @@ def _from_fd(spec: str, fd: int) -> socket.socket:
     if sock.type != socket.SOCK_STREAM or not listening:
         sock.detach()
         raise BindError(f"cannot use {spec}: fd {fd} is not a listening stream socket")
+    sock.set_inheritable(False)
     sock.setblocking(False)
     return sock
 

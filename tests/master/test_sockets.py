@@ -65,6 +65,24 @@ def test_fd_spec_takes_a_listening_socket_and_refuses_anything_else(tmp_path):
     unbound.close()
 
 
+def test_adopted_sockets_are_close_on_exec():
+    # What a parent passes (fd://N, systemd, a previous master) is inheritable; once adopted, a
+    # program the app starts must not inherit it (it would keep the port open after a stop).
+    sock = listening_tcp()
+    fd = os.dup(sock.fileno())
+    os.set_inheritable(fd, True)
+    adopted = sockets.bind(f"fd://{fd}")
+    assert not adopted.get_inheritable()
+    adopted.close()
+    fd = os.dup(sock.fileno())
+    os.set_inheritable(fd, True)
+    env = {sockets.INHERIT_ENV: json.dumps({"master": 4242, "fds": [["127.0.0.1:0", fd]]})}
+    [listener], _ = sockets.open_listeners(("127.0.0.1:0",), environ=env)
+    assert not listener.sock.get_inheritable()
+    sockets.close_all([listener], unlink=False)
+    sock.close()
+
+
 def test_systemd_fds_only_for_this_pid_and_the_variables_are_removed():
     env = {"LISTEN_FDS": "2", "LISTEN_PID": str(os.getpid()), "LISTEN_FDNAMES": "a:b", "X": "1"}
     assert sockets.systemd_fds(env) == [3, 4]
@@ -214,6 +232,7 @@ def test_unix_socket_served_survives_usr2_and_is_removed_at_the_end(tmp_path):
         assert new_master != proc.pid and alive(new_master)
         assert path.stat().st_ino == inode  # the same socket, not a new one
         assert _unix_answers(path)
+        assert _socket_fds(new_master) and all(_cloexec(new_master, fd) for fd in _socket_fds(new_master))
         os.kill(new_master, signal.SIGTERM)
         wait_for(lambda: not alive(new_master), 10, "the new master to stop")
         assert not path.exists()
@@ -223,6 +242,24 @@ def test_unix_socket_served_survives_usr2_and_is_removed_at_the_end(tmp_path):
             proc.wait(5)
         if new_master and alive(new_master):
             os.kill(new_master, signal.SIGKILL)
+
+
+def _socket_fds(pid: int) -> list[int]:
+    fds = []
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
+                fds.append(int(name))
+        except OSError:
+            pass
+    return fds
+
+
+def _cloexec(pid: int, fd: int) -> bool:
+    for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines():
+        if line.startswith("flags:"):
+            return bool(int(line.split()[1], 8) & 0o2000000)  # O_CLOEXEC
+    raise AssertionError("no flags")
 
 
 def _unix_answers(path: Path) -> bool:

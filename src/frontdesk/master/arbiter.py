@@ -825,6 +825,8 @@ class Arbiter:
         if self.pidfile:
             self._rename_pidfile(self.pidfile + ".oldbin")
         try:
+            # The sockets are close-on-exec (`sockets`); pass_fds makes them inheritable in the
+            # child only, for this one exec.
             proc = subprocess.Popen(argv, env=env, cwd=self.start_cwd, pass_fds=fds)
         except OSError as exc:
             log.error("Upgrade failed: cannot start %s: %s", argv[0], exc)
