@@ -117,6 +117,24 @@ def test_request_timeout_dumps_the_stack_answers_504_and_recycles(servers):
     assert request(server.host, server.port, "/hello")[0] == 200
 
 
+def test_signals_sent_while_a_worker_imports_the_app_do_not_kill_it(servers, tmp_path):
+    (tmp_path / "slowimport.py").write_text(
+        "import time\ntime.sleep(1.5)\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Length', '2')])\n"
+        "    return [b'ok']\n")
+    server = servers("slowimport:app", "--workers", "1", cwd=tmp_path)
+    pid = int(wait_for(lambda: re.search(r"Booting worker with pid: (\d+)", server.log), 5,
+                       "a booting worker")[1])  # type: ignore[index]
+    time.sleep(0.3)  # it is importing the app now
+    server.proc.send_signal(signal.SIGUSR1)  # reopen the logs: forwarded to the workers
+    for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
+        os.kill(pid, sig)  # as a signal to the whole process group would
+    assert serving(server, 1) == [pid]
+    assert "failed to boot" not in server.log
+    assert request(server.host, server.port, "/") == (200, b"ok")
+
+
 def test_app_that_fails_to_import_stops_the_master_without_a_respawn_storm(tmp_path):
     (tmp_path / "broken.py").write_text("raise RuntimeError('boom at import')\n")
     start = time.monotonic()

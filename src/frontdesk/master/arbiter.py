@@ -96,6 +96,10 @@ _HANDLED = (
     signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
     signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD,
 )  # fmt: skip
+# Signals a worker must survive before its event loop handles them (while it imports the app, which
+# may take long): the master's own (HUP, TTIN, TTOU reach workers when sent to the process group),
+# USR1 (the master forwards it; deferred), USR2 (the stack dump, registered early in `_child`).
+_BOOT_DEFERRED = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2)
 
 
 # Why a worker stopped (`_Worker.why`) → the metrics' restart cause; others are not restarts.
@@ -610,8 +614,11 @@ class Arbiter:
         status = 1
         try:
             signal.set_wakeup_fd(-1)
+            # Not SIG_IGN: a program the app starts while importing would inherit that across exec.
+            deferred: list[int] = []
             for sig in _HANDLED:
-                signal.signal(sig, signal.SIG_DFL)
+                signal.signal(sig, (lambda signum, frame: deferred.append(signum))
+                              if sig in _BOOT_DEFERRED else signal.SIG_DFL)
             for record in self.workers.values():
                 if record.fd >= 0:
                     os.close(record.fd)
@@ -638,6 +645,9 @@ class Arbiter:
             if app is not None:
                 from frontdesk.worker.process import Worker
 
+                if signal.SIGUSR1 in deferred:  # the logs were rotated while this worker booted
+                    with contextlib.suppress(OSError):
+                        logs.reopen_files()
                 worker = Worker(self.config, app, self.static, master_fd=fd, metrics=worker_metrics,
                                 stop_notice=self.stop_notice)
                 status = worker.run([listener.sock for listener in self.listeners])
