@@ -343,6 +343,44 @@ def test_workers_drop_privileges_the_master_keeps_them(servers):
     assert request(server.host, server.port, "/hello")[0] == 200
 
 
+@pytest.mark.parametrize("args", [("--user", "12345"), ("--user", "12345", "--group", "12345"),
+                                  ("--user", "nobody")])
+def test_workers_give_up_the_masters_supplementary_groups(tmp_path, args):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    import pwd
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRONTDESK_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    with open(tmp_path / "log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "frontdesk", "tests.apps:router", "--bind", "127.0.0.1:0",
+             "--workers", "1", "--preload", *args],
+            cwd=ROOT, env=env, stderr=log, preexec_fn=lambda: os.setgroups([0, 4, 27]),
+        )
+    try:
+        wait_for(lambda: "ready, 1 worker(s) serving" in (tmp_path / "log").read_text(), 10, "a worker")
+        [worker] = children(proc.pid)
+        status = Path(f"/proc/{worker}/status").read_text()
+        uid = int(re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE)[1])  # type: ignore[index]
+        groups = {int(g) for g in re.search(r"^Groups:(.*)$", status, re.MULTILINE)[1].split()}  # type: ignore[index]
+        if args[1] == "nobody":
+            entry = pwd.getpwnam("nobody")
+            assert uid == entry.pw_uid
+            assert groups == set(os.getgrouplist("nobody", entry.pw_gid))
+        else:
+            assert uid == 12345
+            assert not groups & {4, 27}
+            if "--group" in args:
+                assert groups == {12345}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
 def test_process_titles(servers):
     pytest.importorskip("setproctitle")
     server = servers("tests.apps:router", "--workers", "1")

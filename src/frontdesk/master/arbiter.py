@@ -115,16 +115,17 @@ class Privileges:
 
     uid: int | None = None
     gid: int | None = None
-    user: str | None = None  # for initgroups
+    user: str | None = None  # its passwd name, for its supplementary groups
 
     def drop(self) -> None:
-        """In a worker: give up root for the configured user and group. Order matters."""
+        """In a worker: give up root for the configured user and group. Order matters: the
+        supplementary groups first (root's would otherwise stay, even for a uid with no passwd
+        entry), then the group, then the user."""
         if self.uid is None and self.gid is None:
             return
-        if self.user is not None and self.gid is not None:
-            os.initgroups(self.user, self.gid)
-        elif self.gid is not None and os.geteuid() == 0:
-            os.setgroups([self.gid])
+        if os.geteuid() == 0:
+            gid = self.gid if self.gid is not None else os.getegid()
+            os.setgroups(os.getgrouplist(self.user, gid) if self.user is not None else [gid])
         if self.gid is not None:
             os.setgid(self.gid)
         if self.uid is not None:
