@@ -38,6 +38,7 @@ __all__ = [
     "open_listeners",
     "parse_address",
     "systemd_fds",
+    "upgrading_from",
 ]
 
 INHERIT_ENV = "_FRONTDESK_INHERIT"
@@ -185,6 +186,16 @@ def systemd_fds(environ: dict[str, str] | os._Environ[str] | None = None) -> lis
 def inherit_env_value(master_pid: int, listeners: list[Listener]) -> str:
     """The `INHERIT_ENV` value a master passes to the master it execs (USR2)."""
     return json.dumps({"master": master_pid, "fds": [[ls.spec, ls.fd] for ls in listeners]})
+
+
+def upgrading_from(environ: dict[str, str] | os._Environ[str] | None = None) -> int:
+    """The pid of the master this one replaces (USR2), read from `INHERIT_ENV` without consuming
+    it (`open_listeners` does that); 0 if none or malformed."""
+    env = os.environ if environ is None else environ
+    try:
+        return int(json.loads(env.get(INHERIT_ENV) or "{}").get("master", 0))
+    except (ValueError, TypeError, AttributeError):
+        return 0
 
 
 def _read_inherited(environ: dict[str, str] | os._Environ[str]) -> tuple[int, list[tuple[str, int]]]:

@@ -314,6 +314,55 @@ def test_pid_file_is_written_and_removed(servers, tmp_path):
     assert not pidfile.exists()
 
 
+def test_relative_pid_file_is_relative_to_where_frontdesk_started(servers, tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "here.py").write_text("def app(environ, start_response):\n"
+                                              "    start_response('200 OK', [])\n    return []\n")
+    server = servers("here:app", "--workers", "1", "--chdir", "sub", "--preload", "--pid", "fd.pid",
+                     cwd=tmp_path)
+    serving(server, 1)
+    assert (tmp_path / "fd.pid").read_text() == f"{server.proc.pid}\n"
+    assert server.stop() == 0
+    assert not (tmp_path / "fd.pid").exists() and not (tmp_path / "sub" / "fd.pid").exists()
+
+
+def test_a_pid_file_that_cannot_be_written_is_one_line_before_binding(tmp_path):
+    sock = tmp_path / "fd.sock"
+    pidfile = tmp_path / "nodir" / "fd.pid"
+    done = run_frontdesk("tests.apps:hello", "--bind", f"unix:{sock}", "--pid", str(pidfile))
+    assert done.returncode == 2
+    assert done.stderr == (f"frontdesk: error: --pid {pidfile}: cannot write the pid file: "
+                           "No such file or directory\n")
+    assert not sock.exists()  # nothing was bound
+
+
+def test_a_pid_file_of_a_running_process_is_refused(tmp_path):
+    sock = tmp_path / "fd.sock"
+    pidfile = tmp_path / "fd.pid"
+    pidfile.write_text(f"{os.getpid()}\n")  # alive: this test
+    done = run_frontdesk("tests.apps:hello", "--bind", f"unix:{sock}", "--pid", str(pidfile))
+    assert done.returncode == 2
+    assert done.stderr == (f"frontdesk: error: --pid {pidfile}: already running on PID {os.getpid()}"
+                           " (or the pid file is stale: remove it)\n")
+    assert pidfile.read_text() == f"{os.getpid()}\n" and not sock.exists()
+
+
+def test_a_pid_directory_removed_before_usr2_does_not_stop_the_master(servers, tmp_path):
+    import shutil
+
+    piddir = tmp_path / "run"
+    piddir.mkdir()
+    server = servers("tests.apps:router", "--workers", "1", "--pid", str(piddir / "fd.pid"))
+    [worker] = serving(server, 1)
+    shutil.rmtree(piddir)
+    server.proc.send_signal(signal.SIGUSR2)
+    wait_for(lambda: "Upgrade failed" in server.log, 10, "the upgrade to fail")
+    assert "Cannot rename pid file" in server.log and "cannot write the pid file" in server.log
+    assert server.proc.poll() is None and children(server.proc.pid) == [worker]
+    assert request(server.host, server.port, "/hello")[0] == 200
+    assert server.stop() == 0
+
+
 def test_port_in_use_is_one_line_and_exit_2():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

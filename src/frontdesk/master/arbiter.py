@@ -78,7 +78,7 @@ from frontdesk import logs, sockets
 from frontdesk.errors import AppLoadError, FrontdeskError
 from frontdesk.master import common
 
-__all__ = ["Arbiter", "Privileges", "resolve_privileges"]
+__all__ = ["Arbiter", "Privileges", "check_pidfile", "pidfile_name", "resolve_privileges"]
 
 log = logging.getLogger("frontdesk.error")
 
@@ -160,6 +160,46 @@ def resolve_privileges(user: str | None, group: str | None) -> Privileges:
     if changes and os.geteuid() != 0:
         raise FrontdeskError("--user/--group need frontdesk to be started as root")
     return priv
+
+
+def pidfile_name(pid: str, start_cwd: str, old_master: int = 0) -> str:
+    """The file a master writes for `--pid`: relative to where frontdesk started (not to --chdir),
+    with `.2` for the new master of an upgrade until it takes over."""
+    return os.path.join(start_cwd, pid) + (".2" if old_master else "")
+
+
+def check_pidfile(name: str, old_master: int = 0) -> None:
+    """Before anything is bound: refuse a pid file naming another live process (a master already
+    running, as gunicorn does) or one that cannot be written. Raises `FrontdeskError`."""
+    other = _pid_in(name)
+    if other and other not in (os.getpid(), old_master) and _alive(other):
+        raise FrontdeskError(f"--pid {name}: already running on PID {other} (or the pid file is "
+                             "stale: remove it)")
+    tmp = f"{name}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w"):
+            pass
+        os.unlink(tmp)
+    except OSError as exc:
+        raise FrontdeskError(f"--pid {name}: cannot write the pid file: {exc.strerror or exc}") from None
+
+
+def _pid_in(name: str) -> int:
+    try:
+        with open(name) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's
+    return True
 
 
 @dataclass
@@ -301,9 +341,8 @@ class Arbiter:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for sig in _HANDLED:
             signal.signal(sig, self._enqueue)
-        if self.config.pid:
-            name = self.config.pid + (".2" if self.old_master else "")
-            self._write_pidfile(name)
+        if self.config.pid:  # checked by `check_pidfile` before the sockets were bound
+            self._write_pidfile(pidfile_name(self.config.pid, self._start_dir(), self.old_master))
         common.set_title(f"frontdesk: master [{self.config.app}]")
         log.info("Master %d: %d worker(s)%s", os.getpid(), self.target,
                  f", replacing master {self.old_master}" if self.old_master else "")
@@ -862,7 +901,7 @@ class Arbiter:
             log.info("Master %d: the old master %d is gone; this master takes over", os.getpid(), self.old_master)
             self.old_master = 0
             if self.pidfile and self.config.pid:
-                self._rename_pidfile(self.config.pid)
+                self._rename_pidfile(pidfile_name(self.config.pid, self._start_dir()))
             return
         if self.booted and not self.told_old_master:
             self.told_old_master = True
@@ -874,19 +913,22 @@ class Arbiter:
 
     # -- pid file, systemd --------------------------------------------------------------------------
 
+    def _start_dir(self) -> str:
+        return self.start_cwd or os.getcwd()
+
     def _write_pidfile(self, name: str) -> None:
-        try:
-            with open(name) as f:
-                other = int(f.read().strip() or 0)
-            if other and other != os.getpid():
-                os.kill(other, 0)
-                log.warning("Pid file %s named running process %d; overwriting it", name, other)
-        except (OSError, ValueError):
-            pass
+        """Write our pid to `name` (atomically). A failure is logged, never fatal: the pid file
+        serves the operator, the master goes on without it (`self.pidfile` is left as it was)."""
         tmp = f"{name}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{os.getpid()}\n")
-        os.replace(tmp, name)
+        try:
+            with open(tmp, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            os.replace(tmp, name)
+        except OSError as exc:
+            log.error("Cannot write pid file %s: %s", name, exc.strerror or exc)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            return
         self.pidfile = name
 
     def _rename_pidfile(self, name: str) -> None:
@@ -894,14 +936,17 @@ class Arbiter:
         try:
             os.replace(self.pidfile, name)
         except OSError as exc:
-            log.warning("Cannot rename pid file %s to %s: %s", self.pidfile, name, exc.strerror)
+            log.error("Cannot rename pid file %s to %s: %s; writing it anew", self.pidfile, name,
+                      exc.strerror or exc)
             self._write_pidfile(name)
             return
         self.pidfile = name
 
     def _restore_pidfile(self) -> None:
-        if self.pidfile and self.config.pid and self.pidfile != self.config.pid:
-            self._rename_pidfile(self.config.pid)
+        if self.pidfile and self.config.pid:
+            name = pidfile_name(self.config.pid, self._start_dir())
+            if self.pidfile != name:
+                self._rename_pidfile(name)
 
     def _remove_pidfile(self, name: str) -> None:
         try:
