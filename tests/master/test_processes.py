@@ -466,6 +466,78 @@ def test_usr1_reopens_the_error_log(tmp_path):
             proc.wait(5)
 
 
+def _start_logging_to(directory: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
+    """A server whose error and access logs are files in `directory`; (process, port)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRONTDESK_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "frontdesk", "tests.apps:router", "--bind", "127.0.0.1:0",
+         "--workers", "1", "--error-logfile", str(directory / "error.log"),
+         "--access-logfile", str(directory / "access.log"), *args],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+    )
+    error_log = directory / "error.log"
+    try:
+        wait_for(lambda: error_log.exists() and "ready, 1 worker(s) serving" in error_log.read_text(),
+                 10, "boot lines in the log file")
+    except AssertionError:
+        proc.kill()
+        proc.wait(5)
+        raise
+    port = int(re.search(r"Listening at: http://127.0.0.1:(\d+)", error_log.read_text())[1])  # type: ignore[index]
+    return proc, port
+
+
+def test_with_user_the_workers_can_reopen_log_files_the_master_created():
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    import pwd
+    import shutil
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    directory = Path(tempfile.mkdtemp(prefix="frontdesk-logs-"))  # not under pytest's 0700 tmp
+    directory.chmod(0o755)  # root's: the workers cannot create files in it
+    proc, port = _start_logging_to(directory, "--user", "nobody", "--preload")
+    try:
+        assert (directory / "error.log").stat().st_uid == nobody
+        assert (directory / "access.log").stat().st_uid == nobody
+        for name in ("error.log", "access.log"):  # logrotate without copytruncate
+            os.rename(directory / name, directory / f"{name}.1")
+        proc.send_signal(signal.SIGUSR1)  # the master (root) creates the new files
+        wait_for(lambda: (directory / "error.log").exists()
+                 and "reopened 2 log file(s)" in (directory / "error.log").read_text(), 5, "new logs")
+        time.sleep(0.2)  # the worker reopens its files
+        assert request("127.0.0.1", port, "/hello")[0] == 200
+        wait_for(lambda: "GET /hello" in (directory / "access.log").read_text(), 5,
+                 "the access log line in the new file")
+        assert (directory / "access.log").stat().st_uid == nobody
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        shutil.rmtree(directory)
+
+
+def test_a_failing_signal_handler_does_not_stop_the_master(servers, tmp_path):
+    import shutil
+
+    directory = tmp_path / "logs"
+    directory.mkdir()
+    server = servers("tests.apps:router", "--workers", "1", "--access-logfile", str(directory / "access.log"))
+    serving(server, 1)
+    shutil.rmtree(directory)
+    server.proc.send_signal(signal.SIGUSR1)  # reopening the access log fails: no such directory
+    wait_for(lambda: "Error while handling signal USR1; the master goes on" in server.log, 5,
+             "the failure in the log")
+    assert "FileNotFoundError" in server.log
+    assert server.proc.poll() is None
+    assert request(server.host, server.port, "/hello")[0] == 200
+    assert server.stop() == 0
+
+
 def test_hup_rereads_the_config_file(servers, tmp_path):
     conf = tmp_path / "frontdesk.toml"
     conf.write_text("workers = 1\n")

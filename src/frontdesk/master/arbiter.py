@@ -69,6 +69,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ BOOT_BACKOFF = 0.1
 MAX_BACKOFF = 10.0
 BOOT_ERROR_STATUS = 3  # a worker's exit status when the app cannot be loaded
 MEMORY_CHECK_INTERVAL = 1.0  # seconds between two reads of the workers' RSS
+LOG_OWNER_CHECK_INTERVAL = 1.0  # --user/--group: seconds between two checks of the log files' owner
 MEMORY_JITTER = 0.1  # each worker's memory limit: a random 90 % .. 100 % of --max-worker-memory
 MEMORY = "memory limit"  # `_Worker.why` for a worker replaced for its memory
 
@@ -243,6 +245,12 @@ def _rss(pid: int) -> int | None:
         return None
 
 
+def _log_file_handlers() -> list[logging.FileHandler]:
+    """The file handlers of frontdesk's error and access loggers (`frontdesk.logs`)."""
+    handlers = logging.getLogger(logs.ERROR_LOGGER).handlers + logging.getLogger(logs.ACCESS_LOGGER).handlers
+    return [h for h in handlers if isinstance(h, logging.FileHandler)]
+
+
 def _describe_status(status: int) -> str:
     code = os.waitstatus_to_exitcode(status)
     return f"was killed by {_signame(-code)}" if code < 0 else f"exited with status {code}"
@@ -306,6 +314,7 @@ class Arbiter:
         self.stop_notice: common.StopNotice | None = None  # shared with the workers; see run()
         self.drain_until = 0.0  # stopping with --drain-delay: TERM the workers at this time
         self.next_memory_check = 0.0
+        self.next_log_owner_check = 0.0
         self.pidfile: str | None = None
         self._age = 0
         self._signals: deque[int] = deque(maxlen=64)
@@ -370,15 +379,7 @@ class Arbiter:
 
     def _run_loop(self) -> None:
         while True:
-            queued: list[int] = []
-            while self._signals:
-                sig = self._signals.popleft()
-                if sig not in (signal.SIGHUP, signal.SIGCHLD) or sig not in queued:
-                    queued.append(sig)  # HUPs sent together (--reload, by each worker) are one
-            for sig in queued:
-                handler = getattr(self, "handle_" + _signame(sig)[3:].lower(), None)
-                if handler is not None:
-                    handler()
+            self._dispatch_signals()
             self._reap()
             if self.stopping and not self.workers:
                 return
@@ -386,6 +387,9 @@ class Arbiter:
             if self.drain_until and now >= self.drain_until:
                 self._end_drain_delay(now)
             self._check_liveness(now)
+            if now >= self.next_log_owner_check:
+                self.next_log_owner_check = now + LOG_OWNER_CHECK_INTERVAL
+                self._chown_logs()
             if not self.stopping:
                 if self.config.max_worker_memory and now >= self.next_memory_check:
                     self.next_memory_check = now + MEMORY_CHECK_INTERVAL
@@ -395,6 +399,26 @@ class Arbiter:
             if self.stopping and not self.workers:
                 return
             self._wait(self._next_deadline(now) - now)
+
+    def _dispatch_signals(self) -> None:
+        """Call `handle_<sig>` for each queued signal. A handler that fails (a log file that cannot
+        be reopened, a pid file that cannot be renamed...) is logged; the master goes on."""
+        queued: list[int] = []
+        while self._signals:
+            sig = self._signals.popleft()
+            if sig not in (signal.SIGHUP, signal.SIGCHLD) or sig not in queued:
+                queued.append(sig)  # HUPs sent together (--reload, by each worker) are one
+        for sig in queued:
+            handler = getattr(self, "handle_" + _signame(sig)[3:].lower(), None)
+            if handler is None:
+                continue
+            try:
+                handler()
+            except Exception:
+                try:
+                    log.exception("Error while handling signal %s; the master goes on", _signame(sig)[3:])
+                except Exception:  # the error log itself fails
+                    traceback.print_exc()
 
     def _next_deadline(self, now: float) -> float:
         deadline = now + 1.0
@@ -789,10 +813,30 @@ class Arbiter:
         log.info("Handling signal: TTOU: %d worker(s) wanted", self.target)
 
     def handle_usr1(self) -> None:
-        count = logs.reopen_files()
-        log.info("Handling signal: USR1: reopened %d log file(s); telling the workers", count)
-        for worker in list(self.workers.values()):
-            self._kill(worker, signal.SIGUSR1)
+        try:
+            count = logs.reopen_files()
+        finally:  # the workers reopen theirs even if one of the master's failed
+            self._chown_logs()
+            for worker in list(self.workers.values()):
+                self._kill(worker, signal.SIGUSR1)
+        log.info("Handling signal: USR1: reopened %d log file(s); told the workers", count)
+
+    def _chown_logs(self) -> None:
+        """--user/--group: the error and access log files belong to the workers' user, as in
+        gunicorn, so a worker can reopen a file the master (root) created: at start, on USR1,
+        or when the master's handler recreated a file logrotate moved away (checked once a
+        second). A file that cannot be changed (/dev/null, another filesystem) is left alone."""
+        uid, gid = self.privileges.uid, self.privileges.gid
+        if (uid is None and gid is None) or os.geteuid() != 0:
+            return
+        for handler in _log_file_handlers():
+            path = handler.baseFilename
+            try:
+                st = os.stat(path)
+                if (uid is not None and st.st_uid != uid) or (gid is not None and st.st_gid != gid):
+                    os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
+            except OSError:
+                pass
 
     # -- reload (HUP) -----------------------------------------------------------------------------
 
@@ -810,6 +854,7 @@ class Arbiter:
             self._sd_notify("READY=1\nSTATUS=reload failed; serving the previous configuration")
             return
         self.configure_logging(config)
+        self._chown_logs()
         self.config, self.static, self.listeners = config, static, listeners
         self.target = config.workers
         if self.app is not None:
