@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from types import SimpleNamespace
 
@@ -130,12 +131,43 @@ def test_crash_loop_with_nothing_serving_stops_with_the_workers_reason():
         arbiter.now = arbiter.next_spawn + 0.001
         arbiter.tick()
         [pid] = arbiter.workers
-        arbiter._on_messages(arbiter.workers[pid], common.BOOT_FAILED + b"module 'app' blew up\n")
-        arbiter.exit(pid, exited(BOOT_ERROR_STATUS))
+        arbiter._on_messages(arbiter.workers[pid], common.BOOT_FAILED + b"MemoryError: blew up\n")
+        arbiter.exit(pid, exited(1))
         assert arbiter.boot_failures == attempt
     assert arbiter.stopping == "fast"
-    assert arbiter.halt_reason == "module 'app' blew up (workers failed to boot 5 times in a row)"
+    assert arbiter.halt_reason == "MemoryError: blew up (workers failed to boot 5 times in a row)"
+    assert not arbiter.halt_is_app_error
+
+
+def app_failed(reason: str, traceback: str = "Traceback...\n") -> bytes:
+    return common.APP_FAILED + json.dumps({"reason": reason, "traceback": traceback}).encode() + b"\n"
+
+
+def test_an_app_that_cannot_be_loaded_before_anything_served_stops_at_once():
+    arbiter = Fake(workers=3)
+    arbiter.tick()
+    first, *others = sorted(arbiter.workers)
+    arbiter._on_messages(arbiter.workers[first], app_failed("module 'app' blew up", "TB\n"))
+    arbiter.exit(first, exited(BOOT_ERROR_STATUS))
+    assert arbiter.stopping == "fast" and arbiter.boot_failures == 0
+    assert (arbiter.halt_reason, arbiter.halt_traceback) == ("module 'app' blew up", "TB\n")
     assert arbiter.halt_is_app_error
+    assert sorted(arbiter.sent) == [(pid, signal.SIGQUIT) for pid in others]  # no retry
+
+
+def test_an_app_that_cannot_be_reloaded_keeps_the_old_workers_and_retries():
+    arbiter = Fake(workers=1)
+    arbiter.reload_config = lambda: arbiter.config
+    arbiter.tick()
+    arbiter.ready(101)
+    arbiter.handle_hup()
+    arbiter.tick()
+    arbiter._on_messages(arbiter.workers[102], app_failed("SyntaxError: bad"))
+    arbiter.exit(102, exited(BOOT_ERROR_STATUS))
+    assert not arbiter.stopping and arbiter.boot_failures == 1 and arbiter.sent == []
+    arbiter.now = arbiter.next_spawn + 0.001
+    arbiter.tick()
+    assert sorted(arbiter.workers) == [101, 103]
 
 
 def test_crash_loop_backs_off_and_keeps_old_workers_serving():

@@ -34,11 +34,18 @@ A worker's life, as the master sees it:
     stopping    TERM/QUIT sent; `kill_at` set                 reaped (or SIGKILL at `kill_at`)
     ==========  ===========================================  =================================
 
+An app that cannot be loaded (`AppLoadError`: an import error, a missing name, not callable) is
+reported by the worker (`common.APP_FAILED`, with the traceback) and never retried while no
+worker of this master has ever served: it is a setting's error, like with --preload, so the
+master stops at once and `run()` prints the traceback once and raises `AppLoadError` (the CLI's
+one `frontdesk: error:` line, status 2). Once workers have served, a worker that cannot load
+the app (bad code deployed, then HUP) is a boot failure like any other:
+
 Crash loops (granian's `_serve_loop` idea): a worker that exits before READY is a boot failure.
 Failures in a row back off exponentially (`BOOT_BACKOFF` doubling to `MAX_BACKOFF`); after
 `BOOT_ATTEMPTS` in a row with no worker serving, the master stops with the last worker's reason
-(the app's import error, usually) and a non-zero status. While older workers still serve (a HUP
-or a replacement after bad code was deployed) it keeps them and keeps retrying, slowly.
+and a non-zero status. While older workers still serve (a HUP or a replacement after bad code
+was deployed) it keeps them and keeps retrying, slowly.
 
 Stopping (TERM) with `--drain-delay D`: the master sets the shared `StopNotice` (every worker's
 readiness probe answers 503 from then on) and tells systemd STOPPING=1, but keeps the listening
@@ -60,6 +67,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import random
@@ -89,6 +97,7 @@ BOOT_ATTEMPTS = 5
 BOOT_BACKOFF = 0.1
 MAX_BACKOFF = 10.0
 BOOT_ERROR_STATUS = 3  # a worker's exit status when the app cannot be loaded
+APP_TRACEBACK_MAX = 16_000  # characters of the app's traceback a worker sends (its end)
 MEMORY_CHECK_INTERVAL = 1.0  # seconds between two reads of the workers' RSS
 LOG_OWNER_CHECK_INTERVAL = 1.0  # --user/--group: seconds between two checks of the log files' owner
 MEMORY_JITTER = 0.1  # each worker's memory limit: a random 90 % .. 100 % of --max-worker-memory
@@ -219,7 +228,9 @@ class _Worker:
     why: str = ""  # why it is retiring or stopping, for the logs
     kill_at: float = 0.0  # stopping: SIGKILL at this time; 0 while not stopping
     killed: bool = False
-    last_words: str = ""  # BOOT_FAILED reason
+    last_words: str = ""  # BOOT_FAILED or APP_FAILED reason
+    app_failed: bool = False  # it sent APP_FAILED: the app cannot be loaded
+    app_traceback: str = ""  # with APP_FAILED: the app's traceback
     buffer: bytes = b""
     slot: int | None = None  # its metrics slot
     memory_share: float = 1.0  # its part of --max-worker-memory (jitter, see the module docstring)
@@ -305,6 +316,8 @@ class Arbiter:
         self.stopping = ""  # "", "graceful" or "fast"
         self.halt_reason = ""
         self.halt_is_app_error = False
+        self.halt_traceback = ""
+        self.ever_ready = False  # some worker of this master has sent READY
         self.boot_failures = 0
         self.next_spawn = 0.0
         self.booted = False  # the first generation became ready
@@ -334,10 +347,20 @@ class Arbiter:
             self._teardown()
         if self.halt_reason:
             if self.halt_is_app_error:
+                self._report_app_error()
                 raise AppLoadError(self.halt_reason)
             sys.stderr.write(f"frontdesk: error: {self.halt_reason}\n")
             return 1
         return 0
+
+    def _report_app_error(self) -> None:
+        """Before the CLI's one line: the app's traceback, once, where the user looks (stderr,
+        as with --preload), and the whole story in the error log when that is a file."""
+        if self.halt_traceback:
+            sys.stderr.write(self.halt_traceback)
+            sys.stderr.flush()
+        if common.error_stream() is not sys.stderr:
+            log.error("Cannot load the app: %s\n%s", self.halt_reason, self.halt_traceback.rstrip())
 
     def _setup(self) -> None:
         self._notify_socket = os.environ.get("NOTIFY_SOCKET") or None
@@ -468,19 +491,28 @@ class Arbiter:
         i = 0
         while i < len(data):
             byte = data[i : i + 1]
-            if byte == common.BOOT_FAILED:
+            if byte in (common.BOOT_FAILED, common.APP_FAILED):
                 end = data.find(b"\n", i)
                 if end < 0:
                     break  # the rest of the line comes with the next read
-                worker.last_words = data[i + 1 : end].decode("utf-8", "replace")
+                line = data[i + 1 : end].decode("utf-8", "replace")
                 i = end + 1
+                if byte == common.BOOT_FAILED:
+                    worker.last_words = line
+                    continue
+                worker.app_failed = True
+                try:
+                    report = json.loads(line)
+                    worker.last_words, worker.app_traceback = report["reason"], report["traceback"]
+                except (ValueError, KeyError, TypeError):
+                    worker.last_words = line
                 continue
             i += 1
             if byte == common.BEAT:
                 worker.last_beat = now
             elif byte == common.READY:
                 worker.ready, worker.last_beat = True, now
-                self.boot_failures = 0
+                self.boot_failures, self.ever_ready = 0, True
                 log.info("Worker %d ready (%.2f s to boot)", worker.pid, now - worker.started)
             elif byte in (common.RETIRE, common.STUCK) and not worker.retiring:
                 worker.retiring = True
@@ -513,18 +545,31 @@ class Arbiter:
             self._count_exit(worker)
         how = _describe_status(status)
         if not worker.ready:
+            if self.halt_reason:  # the master stops because of another worker's failure
+                log.debug("Worker %d %s before it was ready", worker.pid, how)
+                return
             if worker.kill_at and worker.why != "timeout":  # stopped while booting: not its fault
                 log.info("Worker %d %s before it was ready (%s)", worker.pid, how, worker.why or "stop")
+                return
+            if worker.app_failed and not self.ever_ready and not self.stopping:
+                # Nothing has ever served: the app is wrong, not the moment. Retrying only repeats
+                # it (module docstring); stop at once, with the traceback once.
+                self.halt_reason, self.halt_traceback = worker.last_words, worker.app_traceback
+                self.halt_is_app_error = True
+                self._stop(graceful=False)
                 return
             self.boot_failures += 1
             reason = worker.last_words or f"worker {how} before it was ready"
             delay = min(MAX_BACKOFF, BOOT_BACKOFF * 2 ** (self.boot_failures - 1))
             self.next_spawn = self.clock() + delay
+            if self.boot_failures == 1 and worker.app_traceback:  # the first in a row shows it
+                reason += "\n" + worker.app_traceback.rstrip()
             log.error("Worker %d failed to boot (%d in a row): %s", worker.pid, self.boot_failures, reason)
             serving = any(w.ready for w in self.workers.values())
             if self.boot_failures >= BOOT_ATTEMPTS and not serving and not self.stopping:
+                reason = worker.last_words or f"worker {how} before it was ready"
                 self.halt_reason = f"{reason} (workers failed to boot {self.boot_failures} times in a row)"
-                self.halt_is_app_error = bool(worker.last_words) and os.waitstatus_to_exitcode(status) == BOOT_ERROR_STATUS
+                self.halt_is_app_error = worker.app_failed
                 log.error("Stopping: workers cannot boot")
                 self._stop(graceful=False)
             elif self.boot_failures >= BOOT_ATTEMPTS:
@@ -704,7 +749,7 @@ class Arbiter:
                 try:
                     app = self.load_app(self.config)
                 except AppLoadError as exc:
-                    self._boot_failed(fd, exc)
+                    self._app_failed(fd, exc)
                     status = BOOT_ERROR_STATUS
             if app is not None:
                 from frontdesk.worker.process import Worker
@@ -729,14 +774,14 @@ class Arbiter:
                     stream.flush()
             os._exit(status)
 
-    def _boot_failed(self, fd: int, exc: AppLoadError) -> None:
-        if self.boot_failures == 0:  # the first failure shows the traceback, later ones a line
-            from frontdesk.loader import app_traceback
+    def _app_failed(self, fd: int, exc: AppLoadError) -> None:
+        """Tell the master why the app cannot be loaded, with its traceback; print nothing (the
+        master decides what to show: one traceback for N workers failing alike)."""
+        from frontdesk.loader import app_traceback
 
-            sys.stderr.write(app_traceback(exc))
-        log.error("Worker %d cannot load the app: %s", os.getpid(), exc)
-        line = " ".join(str(exc).split())
-        common.send(fd, common.BOOT_FAILED + line.encode("utf-8", "replace")[:1000] + b"\n")
+        reason = " ".join(str(exc).split())[:1000]
+        report = json.dumps({"reason": reason, "traceback": app_traceback(exc)[-APP_TRACEBACK_MAX:]})
+        common.send(fd, common.APP_FAILED + report.encode() + b"\n")
 
     # -- stopping ---------------------------------------------------------------------------------
 
