@@ -201,6 +201,18 @@ def test_a_silent_worker_gets_a_stack_dump_term_then_kill():
     assert arbiter.sent[-1] == (101, signal.SIGKILL)
 
 
+def test_a_worker_that_does_not_boot_within_the_timeout_is_reported_as_such(caplog):
+    arbiter = Fake(workers=1)
+    arbiter.tick()
+    arbiter.now += 31  # still importing the app
+    arbiter.tick()
+    assert arbiter.sent == [(101, common.STACK_DUMP_SIGNAL), (101, signal.SIGTERM)]
+    assert "Worker 101 did not boot within --timeout 30 s (still loading the app after 31.0 s)" in caplog.text
+    arbiter.exit(101, killed(signal.SIGTERM))
+    assert ("Worker 101 failed to boot (1 in a row): worker did not boot within --timeout 30 s (still"
+            " loading the app; it was then killed by SIGTERM)") in caplog.text
+
+
 @pytest.mark.parametrize("signal_name, want", [("handle_ttin", 3), ("handle_ttou", 1)])
 def test_ttin_ttou(signal_name, want):
     arbiter = Fake(workers=2)

@@ -559,7 +559,7 @@ class Arbiter:
                 self._stop(graceful=False)
                 return
             self.boot_failures += 1
-            reason = worker.last_words or f"worker {how} before it was ready"
+            reason = worker.last_words or self._boot_failure(worker, how)
             delay = min(MAX_BACKOFF, BOOT_BACKOFF * 2 ** (self.boot_failures - 1))
             self.next_spawn = self.clock() + delay
             if self.boot_failures == 1 and worker.app_traceback:  # the first in a row shows it
@@ -567,7 +567,7 @@ class Arbiter:
             log.error("Worker %d failed to boot (%d in a row): %s", worker.pid, self.boot_failures, reason)
             serving = any(w.ready for w in self.workers.values())
             if self.boot_failures >= BOOT_ATTEMPTS and not serving and not self.stopping:
-                reason = worker.last_words or f"worker {how} before it was ready"
+                reason = worker.last_words or self._boot_failure(worker, how)
                 self.halt_reason = f"{reason} (workers failed to boot {self.boot_failures} times in a row)"
                 self.halt_is_app_error = worker.app_failed
                 log.error("Stopping: workers cannot boot")
@@ -584,6 +584,12 @@ class Arbiter:
         else:
             log.error("Worker %d %s unexpectedly%s; replacing it", worker.pid, how,
                       f": {worker.last_words}" if worker.last_words else "")
+
+    def _boot_failure(self, worker: _Worker, how: str) -> str:
+        if worker.why == "timeout":
+            return (f"worker did not boot within --timeout {self.config.timeout:g} s (still loading the"
+                    f" app; it {how.replace('was killed', 'was then killed')})")
+        return f"worker {how} before it was ready"
 
     def _count_exit(self, worker: _Worker) -> None:
         if worker.slot is not None:
@@ -607,12 +613,18 @@ class Arbiter:
                     self._kill(worker, signal.SIGKILL)
                     worker.killed = True
             elif now - worker.last_beat > timeout:
-                doing = "booting (loading the app)" if not worker.ready else "its event loop is blocked"
-                log.error(
-                    "Worker %d timed out: no heartbeat for %.1f s (--timeout %g) while %s;"
-                    " its threads' stacks follow; sending TERM, then KILL in %g s",
-                    worker.pid, now - worker.last_beat, timeout, doing, KILL_GRACE,
-                )
+                if worker.ready:
+                    log.error(
+                        "Worker %d timed out: no heartbeat for %.1f s (--timeout %g) while its event"
+                        " loop is blocked; its threads' stacks follow; sending TERM, then KILL in %g s",
+                        worker.pid, now - worker.last_beat, timeout, KILL_GRACE,
+                    )
+                else:
+                    log.error(
+                        "Worker %d did not boot within --timeout %g s (still loading the app after"
+                        " %.1f s); its threads' stacks follow; sending TERM, then KILL in %g s",
+                        worker.pid, timeout, now - worker.last_beat, KILL_GRACE,
+                    )
                 self._kill(worker, common.STACK_DUMP_SIGNAL)
                 self._terminate(worker, signal.SIGTERM, "timeout", now + KILL_GRACE)
 
