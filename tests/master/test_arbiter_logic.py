@@ -243,6 +243,18 @@ def test_graceful_stop_terms_everyone_with_a_deadline():
     assert arbiter.workers[101].kill_at == arbiter.now + 2
 
 
+def test_int_stops_gracefully_and_a_second_int_fast():
+    arbiter = Fake(workers=2, drain_delay=5.0)
+    arbiter.tick()
+    arbiter.ready(101, 102)
+    arbiter.handle_int()
+    assert arbiter.stopping == "graceful" and not arbiter.drain_until  # no drain delay for Ctrl-C
+    assert sorted(arbiter.sent) == [(101, signal.SIGTERM), (102, signal.SIGTERM)]
+    arbiter.handle_int()
+    assert arbiter.stopping == "fast"
+    assert arbiter.sent[-2:] == [(101, signal.SIGQUIT), (102, signal.SIGQUIT)]
+
+
 def test_metrics_slots_are_claimed_per_worker_and_retired_with_the_cause():
     from frontdesk.metrics import Registry
 

@@ -198,14 +198,78 @@ def test_term_lets_the_request_in_flight_finish_then_exits_0(servers):
     assert "Handling signal: TERM" in server.log
 
 
-def test_int_stops_fast_and_exits_0(servers):
+def test_quit_stops_fast_and_exits_0(servers):
     server = servers("tests.apps:router", "--workers", "2", "--graceful-timeout", "30")
     workers = serving(server, 2)
+    results: list[object] = []
+
+    def slow() -> None:
+        try:
+            results.append(request(server.host, server.port, "/sleep?30"))
+        except OSError as exc:
+            results.append(exc)
+
+    threading.Thread(target=slow, daemon=True).start()
+    time.sleep(0.3)
     start = time.monotonic()
-    server.proc.send_signal(signal.SIGINT)
+    server.proc.send_signal(signal.SIGQUIT)
     assert server.proc.wait(5) == 0
     assert time.monotonic() - start < 3
     assert not any(alive(pid) for pid in workers)
+    wait_for(lambda: results, 5, "the cut request")
+    assert isinstance(results[0], OSError)  # cut, not answered
+
+
+def _start_in_own_group(*args: str) -> tuple[subprocess.Popen[str], int, Path]:
+    """A server in its own process group (a terminal's foreground job); (process, port, log)."""
+    import tempfile
+
+    log = Path(tempfile.mkstemp(prefix="frontdesk-int-")[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRONTDESK_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "frontdesk", "tests.apps:router", "--bind", "127.0.0.1:0", *args],
+            cwd=ROOT, env=env, stderr=out, start_new_session=True, text=True,
+        )
+    wait_for(lambda: "ready, 2 worker(s) serving" in log.read_text(), 10, "the server")
+    port = int(re.search(r"Listening at: http://127.0.0.1:(\d+)", log.read_text())[1])  # type: ignore[index]
+    return proc, port, log
+
+
+@pytest.mark.parametrize("twice", [False, True])
+def test_ctrl_c_stops_gracefully_and_a_second_ctrl_c_at_once(twice):
+    # Ctrl-C sends INT to every process of the foreground group: the master and its workers.
+    proc, port, log = _start_in_own_group("--workers", "2", "--graceful-timeout", "30")
+    results: list[object] = []
+
+    def slow() -> None:
+        try:
+            results.append(request("127.0.0.1", port, "/sleep?2"))
+        except OSError as exc:
+            results.append(exc)
+
+    try:
+        threading.Thread(target=slow, daemon=True).start()
+        time.sleep(0.5)
+        start = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        if twice:
+            time.sleep(0.3)
+            os.killpg(proc.pid, signal.SIGINT)
+            assert proc.wait(5) == 0
+            assert time.monotonic() - start < 3
+            wait_for(lambda: results, 5, "the cut request")
+            assert isinstance(results[0], OSError)  # cut
+        else:
+            assert proc.wait(10) == 0
+            assert results and results[0][0] == 200 and b"slept 2.0" in results[0][1]  # type: ignore[index]
+            assert "INT: graceful shutdown" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        log.unlink()
 
 
 # -- reload and upgrade under load ----------------------------------------------------------------

@@ -797,12 +797,13 @@ class Arbiter:
 
     # -- stopping ---------------------------------------------------------------------------------
 
-    def _stop(self, graceful: bool) -> None:
+    def _stop(self, graceful: bool, drain: bool = True) -> None:
+        """Begin a stop; with `drain`, a graceful one waits --drain-delay first."""
         if self.stopping == "fast" or (graceful and self.stopping):
             return
         self.stopping = "graceful" if graceful else "fast"
         self.drain_until = 0.0  # a fast stop cuts a drain delay short
-        delay = getattr(self.config, "drain_delay", 0.0)
+        delay = getattr(self.config, "drain_delay", 0.0) if drain else 0.0
         if self.reexec_pid:
             self._sd_notify(f"MAINPID={self.reexec_pid}\nSTATUS=handing over to master {self.reexec_pid}")
         elif graceful and delay:
@@ -842,8 +843,14 @@ class Arbiter:
         self._stop(graceful=True)
 
     def handle_int(self) -> None:
-        log.info("Handling signal: INT: fast shutdown")
-        self._stop(graceful=False)
+        # Ctrl-C, as uvicorn: the first is a graceful stop (without --drain-delay: Ctrl-C reaches
+        # the workers too, and they begin draining at once), a second one, a fast stop.
+        if self.stopping:
+            log.info("Handling signal: INT while stopping: fast shutdown")
+            self._stop(graceful=False)
+            return
+        log.info("Handling signal: INT: graceful shutdown (send INT again, or Ctrl-C, to stop at once)")
+        self._stop(graceful=True, drain=False)
 
     def handle_quit(self) -> None:
         log.info("Handling signal: QUIT: fast shutdown")

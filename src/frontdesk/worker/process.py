@@ -30,7 +30,8 @@ Signals: TERM stops gracefully (stop accepting; in-flight requests get --gracefu
 response from then on says `Connection: close`; a connection with nothing in progress gets
 `transport.DRAIN_IDLE_GRACE` to send one more request, which is answered, then closes: a client
 that was just promised keep-alive may be sending already, and answering it beats racing it with a
-close); INT and QUIT stop fast (connections are cut); USR1 reopens log files; USR2 writes
+close); INT (Ctrl-C, which reaches every process of the group) stops gracefully too, a second INT
+fast; QUIT stops fast (connections are cut); USR1 reopens log files; USR2 writes
 every thread's stack to the error log (from C, so it works when the loop is stuck); HUP, TTIN and
 TTOU are the master's and ignored here.
 
@@ -174,10 +175,10 @@ class Worker:
 
     async def _serve(self, sockets: list[socket.socket], on_ready: Callable[[], None] | None) -> int:
         loop = self.loop
-        self._stopped = loop.create_future()
+        stopped = self._stopped = loop.create_future()
         loop.add_signal_handler(signal.SIGTERM, self.stop)
-        for sig in (signal.SIGINT, signal.SIGQUIT):
-            loop.add_signal_handler(sig, self.stop, False)
+        loop.add_signal_handler(signal.SIGINT, lambda: self.stop(not stopped.done()))  # 2nd: fast
+        loop.add_signal_handler(signal.SIGQUIT, self.stop, False)
         loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
         if self.master_fd is not None:
             for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
