@@ -120,6 +120,10 @@ def run(config: Any) -> int:
 
     start_cwd = os.getcwd()
     try:
+        if config.reload and config.preload:
+            raise ConfigError("--reload cannot be used with --preload: the master would keep the app"
+                              " it imported once, so no edit would ever be served; drop --preload"
+                              " while developing")
         if config.umask is not None:
             os.umask(config.umask)
         privileges = resolve_privileges(config.user, config.group)

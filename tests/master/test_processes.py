@@ -657,6 +657,48 @@ def test_reload_keeps_old_workers_serving_while_the_edit_has_a_syntax_error(serv
         time.sleep(0.1)
 
 
+def test_reload_serves_the_fix_of_a_syntax_error_at_once(servers, app_dir):
+    server = servers("versioned:app", "--workers", "2", "--reload", cwd=app_dir)
+    first = serving(server, 2)
+    time.sleep(0.05)
+    (app_dir / "versioned.py").write_text("def app(environ, start_response:\n")  # broken
+    wait_for(lambda: "waiting for the next change" in server.log, 10, "the failure in the log")
+    assert "SyntaxError" in server.log
+    time.sleep(1.0)  # no retries meanwhile: only an edit can fix it
+    assert server.log.count("failed to boot") == 2  # the two workers of the new generation
+    assert server.log.count('versioned.py", line 1') == 1  # the traceback, once
+    assert children(server.proc.pid) == first
+    write_app(app_dir, "v3-fixed")
+    fixed_at = time.monotonic()
+    while request(server.host, server.port, "/")[1].split()[0] != b"v3-fixed":
+        assert time.monotonic() - fixed_at < 2, "the fix was not served within 2 s"
+        time.sleep(0.05)
+    replaced(server, first, 2)
+
+
+def test_reload_include_globs_and_the_fallback_without_watchfiles(servers, app_dir):
+    # A `watchfiles` that cannot be imported: the master polls modification times instead.
+    (app_dir / "shadow").mkdir()
+    (app_dir / "shadow" / "watchfiles.py").write_text("raise ImportError('not installed')\n")
+    (app_dir / "settings.toml").write_text("a = 1\n")
+    server = servers("versioned:app", "--workers", "1", "--reload", "--reload-include", "*.toml",
+                     cwd=app_dir, env={"PYTHONPATH": f"{app_dir / 'shadow'}{os.pathsep}"
+                                                     f"{os.environ.get('PYTHONPATH', '')}"})
+    [first] = serving(server, 1)
+    assert "--reload: watchfiles is not installed" in server.log
+    time.sleep(0.05)
+    (app_dir / "settings.toml").write_text("a = 2\n")
+    replaced(server, [first], 1)
+    assert "settings.toml changed; reloading (--reload)" in server.log
+
+
+def test_reload_with_preload_is_refused(tmp_path):
+    done = run_frontdesk("tests.apps:hello", "--bind", f"unix:{tmp_path / 's'}", "--reload", "--preload")
+    assert done.returncode == 2
+    assert done.stderr.startswith("frontdesk: error: --reload cannot be used with --preload")
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "s").exists()
+
+
 ORPHANS_APP = '''\
 import subprocess
 

@@ -334,6 +334,7 @@ class Arbiter:
         self._wake_r = self._wake_w = -1
         self._selector: selectors.BaseSelector | None = None
         self._notify_socket: str | None = None
+        self._reloader: Any = None  # frontdesk.master.reloader.Reloader, with --reload
 
     # -- setup and teardown -----------------------------------------------------------------------
 
@@ -378,8 +379,29 @@ class Arbiter:
         common.set_title(f"frontdesk: master [{self.config.app}]")
         log.info("Master %d: %d worker(s)%s", os.getpid(), self.target,
                  f", replacing master {self.old_master}" if self.old_master else "")
+        if getattr(self.config, "reload", False):
+            self._start_reloader()
+
+    def _start_reloader(self) -> None:
+        """--reload: watch the app's files from a thread of the master (`reloader`); a change
+        queues a HUP and wakes the loop, as the signal would."""
+        from frontdesk.master.reloader import Reloader
+
+        base = os.path.join(self._start_dir(), self.config.chdir or "")
+        wake_w = self._wake_w
+
+        def on_change(path: str) -> None:
+            self._signals.append(signal.SIGHUP)
+            with contextlib.suppress(OSError):
+                os.write(wake_w, b"\0")
+
+        self._reloader = Reloader(base, [os.path.join(base, p) for p in self.config.pythonpath],
+                                  self.config.reload_include, on_change)
+        self._reloader.start()
 
     def _teardown(self) -> None:
+        if self._reloader is not None:
+            self._reloader.stop()
         sockets.close_all(self.listeners, unlink=self._owns_socket_files())
         self.listeners = []
         if self.metrics_server is not None:
@@ -564,6 +586,11 @@ class Arbiter:
             self.next_spawn = self.clock() + delay
             if self.boot_failures == 1 and worker.app_traceback:  # the first in a row shows it
                 reason += "\n" + worker.app_traceback.rstrip()
+            if worker.app_failed and self._reloader is not None:
+                # --reload: only an edit can fix the code; the watcher reloads (HUP) when it comes.
+                self.next_spawn = float("inf")
+                if self.boot_failures == 1:
+                    reason += "\n--reload: the old workers keep serving; waiting for the next change"
             log.error("Worker %d failed to boot (%d in a row): %s", worker.pid, self.boot_failures, reason)
             serving = any(w.ready for w in self.workers.values())
             if self.boot_failures >= BOOT_ATTEMPTS and not serving and not self.stopping:
