@@ -210,7 +210,7 @@ def test_a_worker_that_does_not_boot_within_the_timeout_is_reported_as_such(capl
     assert "Worker 101 did not boot within --timeout 30 s (still loading the app after 31.0 s)" in caplog.text
     arbiter.exit(101, killed(signal.SIGTERM))
     assert ("Worker 101 failed to boot (1 in a row): worker did not boot within --timeout 30 s (still"
-            " loading the app; it was then killed by SIGTERM)") in caplog.text
+            " loading the app), and was killed by SIGTERM") in caplog.text
 
 
 @pytest.mark.parametrize("signal_name, want", [("handle_ttin", 3), ("handle_ttou", 1)])

@@ -452,7 +452,7 @@ class Arbiter:
         while self._signals:
             sig = self._signals.popleft()
             if sig not in (signal.SIGHUP, signal.SIGCHLD) or sig not in queued:
-                queued.append(sig)  # HUPs sent together (--reload, by each worker) are one
+                queued.append(sig)  # HUPs sent together (an operator's, --reload's) are one
         for sig in queued:
             handler = getattr(self, "handle_" + _signame(sig)[3:].lower(), None)
             if handler is None:
@@ -583,14 +583,14 @@ class Arbiter:
             self.boot_failures += 1
             reason = worker.last_words or self._boot_failure(worker, how)
             delay = min(MAX_BACKOFF, BOOT_BACKOFF * 2 ** (self.boot_failures - 1))
-            self.next_spawn = self.clock() + delay
             if self.boot_failures == 1 and worker.app_traceback:  # the first in a row shows it
                 reason += "\n" + worker.app_traceback.rstrip()
             if worker.app_failed and self._reloader is not None:
                 # --reload: only an edit can fix the code; the watcher reloads (HUP) when it comes.
-                self.next_spawn = float("inf")
+                delay = float("inf")
                 if self.boot_failures == 1:
                     reason += "\n--reload: the old workers keep serving; waiting for the next change"
+            self.next_spawn = self.clock() + delay
             log.error("Worker %d failed to boot (%d in a row): %s", worker.pid, self.boot_failures, reason)
             serving = any(w.ready for w in self.workers.values())
             if self.boot_failures >= BOOT_ATTEMPTS and not serving and not self.stopping:
@@ -599,7 +599,7 @@ class Arbiter:
                 self.halt_is_app_error = worker.app_failed
                 log.error("Stopping: workers cannot boot")
                 self._stop(graceful=False)
-            elif self.boot_failures >= BOOT_ATTEMPTS:
+            elif self.boot_failures >= BOOT_ATTEMPTS and delay < float("inf"):
                 serving_count = sum(w.ready for w in self.workers.values())
                 log.error("Keeping the %d worker(s) still serving; next attempt in %.1f s",
                           serving_count, delay)
@@ -613,9 +613,10 @@ class Arbiter:
                       f": {worker.last_words}" if worker.last_words else "")
 
     def _boot_failure(self, worker: _Worker, how: str) -> str:
+        """Why a worker that said nothing failed to boot."""
         if worker.why == "timeout":
             return (f"worker did not boot within --timeout {self.config.timeout:g} s (still loading the"
-                    f" app; it {how.replace('was killed', 'was then killed')})")
+                    f" app), and {how}")
         return f"worker {how} before it was ready"
 
     def _count_exit(self, worker: _Worker) -> None:
