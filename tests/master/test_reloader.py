@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ def test_include_globs_are_relative_to_the_app_directory_and_their_directories_w
     outside.rmdir()
 
 
-def _reported(watcher: Reloader, tmp_path: Path, start: callable) -> None:  # type: ignore[valid-type]
+def _reported(watcher: Reloader, tmp_path: Path, start: Callable[[], None]) -> None:
     (tmp_path / "app.py").write_text("x = 1\n")
     (tmp_path / "notes.txt").write_text("a\n")
     seen: list[str] = []
