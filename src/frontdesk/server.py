@@ -126,13 +126,20 @@ def run(config: Any) -> int:
     master with --preload, or by every worker again and again): the CLI prints it, status 2.
     """
     configure_logging(config)
-    from frontdesk.master import Arbiter, resolve_privileges
+    from frontdesk.master import Arbiter, check_pidfile, pidfile_name, resolve_privileges
 
     start_cwd = os.getcwd()
     try:
+        if config.reload and config.preload:
+            raise ConfigError("--reload cannot be used with --preload: the master would keep the app"
+                              " it imported once, so no edit would ever be served; drop --preload"
+                              " while developing")
         if config.umask is not None:
             os.umask(config.umask)
         privileges = resolve_privileges(config.user, config.group)
+        if config.pid:  # before anything is bound: a pid file problem is a setting's error
+            upgrading_from = sockets.upgrading_from()
+            check_pidfile(pidfile_name(config.pid, start_cwd, upgrading_from), upgrading_from)
         # Static directories are relative to where frontdesk started, so before --chdir.
         static = build_static(config)
         app = _app_loader(config) if config.preload else None  # AppLoadError propagates

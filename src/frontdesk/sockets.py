@@ -38,6 +38,7 @@ __all__ = [
     "open_listeners",
     "parse_address",
     "systemd_fds",
+    "upgrading_from",
 ]
 
 INHERIT_ENV = "_FRONTDESK_INHERIT"
@@ -123,6 +124,10 @@ def _reason(exc: OSError) -> str:
 
 
 def _from_fd(spec: str, fd: int) -> socket.socket:
+    """Adopt an inherited listening socket (fd://N, systemd, a previous master). It came to us
+    inheritable, as it had to; from now on it is close-on-exec like every socket Python creates,
+    so a program the app runs (os.system, subprocess) does not hold the listening socket open
+    after frontdesk stops. The USR2 upgrade passes it on explicitly (`pass_fds`)."""
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
@@ -134,6 +139,7 @@ def _from_fd(spec: str, fd: int) -> socket.socket:
     if sock.type != socket.SOCK_STREAM or not listening:
         sock.detach()
         raise BindError(f"cannot use {spec}: fd {fd} is not a listening stream socket")
+    sock.set_inheritable(False)
     sock.setblocking(False)
     return sock
 
@@ -180,6 +186,16 @@ def systemd_fds(environ: dict[str, str] | os._Environ[str] | None = None) -> lis
 def inherit_env_value(master_pid: int, listeners: list[Listener]) -> str:
     """The `INHERIT_ENV` value a master passes to the master it execs (USR2)."""
     return json.dumps({"master": master_pid, "fds": [[ls.spec, ls.fd] for ls in listeners]})
+
+
+def upgrading_from(environ: dict[str, str] | os._Environ[str] | None = None) -> int:
+    """The pid of the master this one replaces (USR2), read from `INHERIT_ENV` without consuming
+    it (`open_listeners` does that); 0 if none or malformed."""
+    env = os.environ if environ is None else environ
+    try:
+        return int(json.loads(env.get(INHERIT_ENV) or "{}").get("master", 0))
+    except (ValueError, TypeError, AttributeError):
+        return 0
 
 
 def _read_inherited(environ: dict[str, str] | os._Environ[str]) -> tuple[int, list[tuple[str, int]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from types import SimpleNamespace
 
@@ -130,12 +131,43 @@ def test_crash_loop_with_nothing_serving_stops_with_the_workers_reason():
         arbiter.now = arbiter.next_spawn + 0.001
         arbiter.tick()
         [pid] = arbiter.workers
-        arbiter._on_messages(arbiter.workers[pid], common.BOOT_FAILED + b"module 'app' blew up\n")
-        arbiter.exit(pid, exited(BOOT_ERROR_STATUS))
+        arbiter._on_messages(arbiter.workers[pid], common.BOOT_FAILED + b"MemoryError: blew up\n")
+        arbiter.exit(pid, exited(1))
         assert arbiter.boot_failures == attempt
     assert arbiter.stopping == "fast"
-    assert arbiter.halt_reason == "module 'app' blew up (workers failed to boot 5 times in a row)"
+    assert arbiter.halt_reason == "MemoryError: blew up (workers failed to boot 5 times in a row)"
+    assert not arbiter.halt_is_app_error
+
+
+def app_failed(reason: str, traceback: str = "Traceback...\n") -> bytes:
+    return common.APP_FAILED + json.dumps({"reason": reason, "traceback": traceback}).encode() + b"\n"
+
+
+def test_an_app_that_cannot_be_loaded_before_anything_served_stops_at_once():
+    arbiter = Fake(workers=3)
+    arbiter.tick()
+    first, *others = sorted(arbiter.workers)
+    arbiter._on_messages(arbiter.workers[first], app_failed("module 'app' blew up", "TB\n"))
+    arbiter.exit(first, exited(BOOT_ERROR_STATUS))
+    assert arbiter.stopping == "fast" and arbiter.boot_failures == 0
+    assert (arbiter.halt_reason, arbiter.halt_traceback) == ("module 'app' blew up", "TB\n")
     assert arbiter.halt_is_app_error
+    assert sorted(arbiter.sent) == [(pid, signal.SIGQUIT) for pid in others]  # no retry
+
+
+def test_an_app_that_cannot_be_reloaded_keeps_the_old_workers_and_retries():
+    arbiter = Fake(workers=1)
+    arbiter.reload_config = lambda: arbiter.config
+    arbiter.tick()
+    arbiter.ready(101)
+    arbiter.handle_hup()
+    arbiter.tick()
+    arbiter._on_messages(arbiter.workers[102], app_failed("SyntaxError: bad"))
+    arbiter.exit(102, exited(BOOT_ERROR_STATUS))
+    assert not arbiter.stopping and arbiter.boot_failures == 1 and arbiter.sent == []
+    arbiter.now = arbiter.next_spawn + 0.001
+    arbiter.tick()
+    assert sorted(arbiter.workers) == [101, 103]
 
 
 def test_crash_loop_backs_off_and_keeps_old_workers_serving():
@@ -169,6 +201,18 @@ def test_a_silent_worker_gets_a_stack_dump_term_then_kill():
     assert arbiter.sent[-1] == (101, signal.SIGKILL)
 
 
+def test_a_worker_that_does_not_boot_within_the_timeout_is_reported_as_such(caplog):
+    arbiter = Fake(workers=1)
+    arbiter.tick()
+    arbiter.now += 31  # still importing the app
+    arbiter.tick()
+    assert arbiter.sent == [(101, common.STACK_DUMP_SIGNAL), (101, signal.SIGTERM)]
+    assert "Worker 101 did not boot within --timeout 30 s (still loading the app after 31.0 s)" in caplog.text
+    arbiter.exit(101, killed(signal.SIGTERM))
+    assert ("Worker 101 failed to boot (1 in a row): worker did not boot within --timeout 30 s (still"
+            " loading the app), and was killed by SIGTERM") in caplog.text
+
+
 @pytest.mark.parametrize("signal_name, want", [("handle_ttin", 3), ("handle_ttou", 1)])
 def test_ttin_ttou(signal_name, want):
     arbiter = Fake(workers=2)
@@ -197,6 +241,18 @@ def test_graceful_stop_terms_everyone_with_a_deadline():
     arbiter.handle_int()  # a fast stop may follow a graceful one
     assert arbiter.sent[-2:] == [(101, signal.SIGQUIT), (102, signal.SIGQUIT)]
     assert arbiter.workers[101].kill_at == arbiter.now + 2
+
+
+def test_int_stops_gracefully_and_a_second_int_fast():
+    arbiter = Fake(workers=2, drain_delay=5.0)
+    arbiter.tick()
+    arbiter.ready(101, 102)
+    arbiter.handle_int()
+    assert arbiter.stopping == "graceful" and not arbiter.drain_until  # no drain delay for Ctrl-C
+    assert sorted(arbiter.sent) == [(101, signal.SIGTERM), (102, signal.SIGTERM)]
+    arbiter.handle_int()
+    assert arbiter.stopping == "fast"
+    assert arbiter.sent[-2:] == [(101, signal.SIGQUIT), (102, signal.SIGQUIT)]
 
 
 def test_metrics_slots_are_claimed_per_worker_and_retired_with_the_cause():

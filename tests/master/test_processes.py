@@ -117,18 +117,47 @@ def test_request_timeout_dumps_the_stack_answers_504_and_recycles(servers):
     assert request(server.host, server.port, "/hello")[0] == 200
 
 
-def test_app_that_fails_to_import_stops_the_master_without_a_respawn_storm(tmp_path):
-    (tmp_path / "broken.py").write_text("raise RuntimeError('boom at import')\n")
+def test_signals_sent_while_a_worker_imports_the_app_do_not_kill_it(servers, tmp_path):
+    (tmp_path / "slowimport.py").write_text(
+        "import time\ntime.sleep(1.5)\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Length', '2')])\n"
+        "    return [b'ok']\n")
+    server = servers("slowimport:app", "--workers", "1", cwd=tmp_path)
+    pid = int(wait_for(lambda: re.search(r"Booting worker with pid: (\d+)", server.log), 5,
+                       "a booting worker")[1])  # type: ignore[index]
+    time.sleep(0.3)  # it is importing the app now
+    server.proc.send_signal(signal.SIGUSR1)  # reopen the logs: forwarded to the workers
+    for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
+        os.kill(pid, sig)  # as a signal to the whole process group would
+    assert serving(server, 1) == [pid]
+    assert "failed to boot" not in server.log
+    assert request(server.host, server.port, "/") == (200, b"ok")
+
+
+@pytest.mark.parametrize("source, app, error", [
+    ("raise RuntimeError('boom at import')\n", "broken:app",
+     "module 'broken' was found, but importing it failed: RuntimeError: boom at import"),
+    ("def app(environ, start_response:\n", "broken:app",
+     "module 'broken' was found, but importing it failed: SyntaxError: "),
+    ("x = 1\n", "broken:nosuch", "module 'broken' has no attribute 'nosuch'"),
+    ("app = 42\n", "broken:app", "'broken:app' is not a WSGI application: int is not callable"),
+])
+def test_app_that_fails_to_load_is_one_line_and_exit_2_without_a_retry(tmp_path, source, app, error):
+    (tmp_path / "broken.py").write_text(source)
     start = time.monotonic()
-    done = run_frontdesk("broken:app", "--bind", "127.0.0.1:0", "--workers", "2", cwd=tmp_path)
+    done = run_frontdesk(app, "--bind", "127.0.0.1:0", "--workers", "3", cwd=tmp_path)
     elapsed = time.monotonic() - start
-    assert done.returncode == 2
-    assert elapsed < 8
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("frontdesk: error: module 'broken' was found, but importing it failed:"
-                           " RuntimeError: boom at import (workers failed to boot ")
-    assert done.stderr.count("Booting worker") <= 6
-    assert done.stderr.count("Traceback") <= 2  # the app's traceback once per first-round worker
+    assert done.returncode == 2, done.stderr
+    assert elapsed < 5
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"frontdesk: error: {error}"), done.stderr
+    assert done.stderr.count("frontdesk: error:") == 1
+    assert "[ERROR]" not in done.stderr and "[WARNING]" not in done.stderr, done.stderr
+    assert done.stderr.count("Booting worker") == 3  # the first round only: no retry
+    if "raise" in source:
+        assert done.stderr.count("Traceback") == 1  # once, not once per worker
+        assert 'broken.py", line 1, in <module>' in done.stderr
 
 
 def test_preloaded_app_that_fails_to_import_is_one_error_before_any_fork(tmp_path):
@@ -169,14 +198,78 @@ def test_term_lets_the_request_in_flight_finish_then_exits_0(servers):
     assert "Handling signal: TERM" in server.log
 
 
-def test_int_stops_fast_and_exits_0(servers):
+def test_quit_stops_fast_and_exits_0(servers):
     server = servers("tests.apps:router", "--workers", "2", "--graceful-timeout", "30")
     workers = serving(server, 2)
+    results: list[object] = []
+
+    def slow() -> None:
+        try:
+            results.append(request(server.host, server.port, "/sleep?30"))
+        except OSError as exc:
+            results.append(exc)
+
+    threading.Thread(target=slow, daemon=True).start()
+    time.sleep(0.3)
     start = time.monotonic()
-    server.proc.send_signal(signal.SIGINT)
+    server.proc.send_signal(signal.SIGQUIT)
     assert server.proc.wait(5) == 0
     assert time.monotonic() - start < 3
     assert not any(alive(pid) for pid in workers)
+    wait_for(lambda: results, 5, "the cut request")
+    assert isinstance(results[0], OSError)  # cut, not answered
+
+
+def _start_in_own_group(*args: str) -> tuple[subprocess.Popen[str], int, Path]:
+    """A server in its own process group (a terminal's foreground job); (process, port, log)."""
+    import tempfile
+
+    log = Path(tempfile.mkstemp(prefix="frontdesk-int-")[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRONTDESK_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "frontdesk", "tests.apps:router", "--bind", "127.0.0.1:0", *args],
+            cwd=ROOT, env=env, stderr=out, start_new_session=True, text=True,
+        )
+    wait_for(lambda: "ready, 2 worker(s) serving" in log.read_text(), 10, "the server")
+    port = int(re.search(r"Listening at: http://127.0.0.1:(\d+)", log.read_text())[1])  # type: ignore[index]
+    return proc, port, log
+
+
+@pytest.mark.parametrize("twice", [False, True])
+def test_ctrl_c_stops_gracefully_and_a_second_ctrl_c_at_once(twice):
+    # Ctrl-C sends INT to every process of the foreground group: the master and its workers.
+    proc, port, log = _start_in_own_group("--workers", "2", "--graceful-timeout", "30")
+    results: list[object] = []
+
+    def slow() -> None:
+        try:
+            results.append(request("127.0.0.1", port, "/sleep?2"))
+        except OSError as exc:
+            results.append(exc)
+
+    try:
+        threading.Thread(target=slow, daemon=True).start()
+        time.sleep(0.5)
+        start = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        if twice:
+            time.sleep(0.3)
+            os.killpg(proc.pid, signal.SIGINT)
+            assert proc.wait(5) == 0
+            assert time.monotonic() - start < 3
+            wait_for(lambda: results, 5, "the cut request")
+            assert isinstance(results[0], OSError)  # cut
+        else:
+            assert proc.wait(10) == 0
+            assert results and results[0][0] == 200 and b"slept 2.0" in results[0][1]  # type: ignore[index]
+            assert "INT: graceful shutdown" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        log.unlink()
 
 
 # -- reload and upgrade under load ----------------------------------------------------------------
@@ -296,6 +389,55 @@ def test_pid_file_is_written_and_removed(servers, tmp_path):
     assert not pidfile.exists()
 
 
+def test_relative_pid_file_is_relative_to_where_frontdesk_started(servers, tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "here.py").write_text("def app(environ, start_response):\n"
+                                              "    start_response('200 OK', [])\n    return []\n")
+    server = servers("here:app", "--workers", "1", "--chdir", "sub", "--preload", "--pid", "fd.pid",
+                     cwd=tmp_path)
+    serving(server, 1)
+    assert (tmp_path / "fd.pid").read_text() == f"{server.proc.pid}\n"
+    assert server.stop() == 0
+    assert not (tmp_path / "fd.pid").exists() and not (tmp_path / "sub" / "fd.pid").exists()
+
+
+def test_a_pid_file_that_cannot_be_written_is_one_line_before_binding(tmp_path):
+    sock = tmp_path / "fd.sock"
+    pidfile = tmp_path / "nodir" / "fd.pid"
+    done = run_frontdesk("tests.apps:hello", "--bind", f"unix:{sock}", "--pid", str(pidfile))
+    assert done.returncode == 2
+    assert done.stderr == (f"frontdesk: error: --pid {pidfile}: cannot write the pid file: "
+                           "No such file or directory\n")
+    assert not sock.exists()  # nothing was bound
+
+
+def test_a_pid_file_of_a_running_process_is_refused(tmp_path):
+    sock = tmp_path / "fd.sock"
+    pidfile = tmp_path / "fd.pid"
+    pidfile.write_text(f"{os.getpid()}\n")  # alive: this test
+    done = run_frontdesk("tests.apps:hello", "--bind", f"unix:{sock}", "--pid", str(pidfile))
+    assert done.returncode == 2
+    assert done.stderr == (f"frontdesk: error: --pid {pidfile}: already running on PID {os.getpid()}"
+                           " (or the pid file is stale: remove it)\n")
+    assert pidfile.read_text() == f"{os.getpid()}\n" and not sock.exists()
+
+
+def test_a_pid_directory_removed_before_usr2_does_not_stop_the_master(servers, tmp_path):
+    import shutil
+
+    piddir = tmp_path / "run"
+    piddir.mkdir()
+    server = servers("tests.apps:router", "--workers", "1", "--pid", str(piddir / "fd.pid"))
+    [worker] = serving(server, 1)
+    shutil.rmtree(piddir)
+    server.proc.send_signal(signal.SIGUSR2)
+    wait_for(lambda: "Upgrade failed" in server.log, 10, "the upgrade to fail")
+    assert "Cannot rename pid file" in server.log and "cannot write the pid file" in server.log
+    assert server.proc.poll() is None and children(server.proc.pid) == [worker]
+    assert request(server.host, server.port, "/hello")[0] == 200
+    assert server.stop() == 0
+
+
 def test_port_in_use_is_one_line_and_exit_2():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -325,6 +467,44 @@ def test_workers_drop_privileges_the_master_keeps_them(servers):
     assert request(server.host, server.port, "/hello")[0] == 200
 
 
+@pytest.mark.parametrize("args", [("--user", "12345"), ("--user", "12345", "--group", "12345"),
+                                  ("--user", "nobody")])
+def test_workers_give_up_the_masters_supplementary_groups(tmp_path, args):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    import pwd
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRONTDESK_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    with open(tmp_path / "log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "frontdesk", "tests.apps:router", "--bind", "127.0.0.1:0",
+             "--workers", "1", "--preload", *args],
+            cwd=ROOT, env=env, stderr=log, preexec_fn=lambda: os.setgroups([0, 4, 27]),
+        )
+    try:
+        wait_for(lambda: "ready, 1 worker(s) serving" in (tmp_path / "log").read_text(), 10, "a worker")
+        [worker] = children(proc.pid)
+        status = Path(f"/proc/{worker}/status").read_text()
+        uid = int(re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE)[1])  # type: ignore[index]
+        groups = {int(g) for g in re.search(r"^Groups:(.*)$", status, re.MULTILINE)[1].split()}  # type: ignore[index]
+        if args[1] == "nobody":
+            entry = pwd.getpwnam("nobody")
+            assert uid == entry.pw_uid
+            assert groups == set(os.getgrouplist("nobody", entry.pw_gid))
+        else:
+            assert uid == 12345
+            assert not groups & {4, 27}
+            if "--group" in args:
+                assert groups == {12345}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
 def test_process_titles(servers):
     pytest.importorskip("setproctitle")
     server = servers("tests.apps:router", "--workers", "1")
@@ -336,7 +516,7 @@ def test_process_titles(servers):
 def test_usr1_reopens_the_error_log(tmp_path):
     logfile = tmp_path / "error.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRONTDESK_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     proc = subprocess.Popen(
         [sys.executable, "-m", "frontdesk", "tests.apps:router", "--bind", "127.0.0.1:0",
          "--workers", "1", "--error-logfile", str(logfile)],
@@ -359,6 +539,78 @@ def test_usr1_reopens_the_error_log(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def _start_logging_to(directory: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
+    """A server whose error and access logs are files in `directory`; (process, port)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRONTDESK_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "frontdesk", "tests.apps:router", "--bind", "127.0.0.1:0",
+         "--workers", "1", "--error-logfile", str(directory / "error.log"),
+         "--access-logfile", str(directory / "access.log"), *args],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+    )
+    error_log = directory / "error.log"
+    try:
+        wait_for(lambda: error_log.exists() and "ready, 1 worker(s) serving" in error_log.read_text(),
+                 10, "boot lines in the log file")
+    except AssertionError:
+        proc.kill()
+        proc.wait(5)
+        raise
+    port = int(re.search(r"Listening at: http://127.0.0.1:(\d+)", error_log.read_text())[1])  # type: ignore[index]
+    return proc, port
+
+
+def test_with_user_the_workers_can_reopen_log_files_the_master_created():
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    import pwd
+    import shutil
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    directory = Path(tempfile.mkdtemp(prefix="frontdesk-logs-"))  # not under pytest's 0700 tmp
+    directory.chmod(0o755)  # root's: the workers cannot create files in it
+    proc, port = _start_logging_to(directory, "--user", "nobody", "--preload")
+    try:
+        assert (directory / "error.log").stat().st_uid == nobody
+        assert (directory / "access.log").stat().st_uid == nobody
+        for name in ("error.log", "access.log"):  # logrotate without copytruncate
+            os.rename(directory / name, directory / f"{name}.1")
+        proc.send_signal(signal.SIGUSR1)  # the master (root) creates the new files
+        wait_for(lambda: (directory / "error.log").exists()
+                 and "reopened 2 log file(s)" in (directory / "error.log").read_text(), 5, "new logs")
+        time.sleep(0.2)  # the worker reopens its files
+        assert request("127.0.0.1", port, "/hello")[0] == 200
+        wait_for(lambda: "GET /hello" in (directory / "access.log").read_text(), 5,
+                 "the access log line in the new file")
+        assert (directory / "access.log").stat().st_uid == nobody
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        shutil.rmtree(directory)
+
+
+def test_a_failing_signal_handler_does_not_stop_the_master(servers, tmp_path):
+    import shutil
+
+    directory = tmp_path / "logs"
+    directory.mkdir()
+    server = servers("tests.apps:router", "--workers", "1", "--access-logfile", str(directory / "access.log"))
+    serving(server, 1)
+    shutil.rmtree(directory)
+    server.proc.send_signal(signal.SIGUSR1)  # reopening the access log fails: no such directory
+    wait_for(lambda: "Error while handling signal USR1; the master goes on" in server.log, 5,
+             "the failure in the log")
+    assert "FileNotFoundError" in server.log
+    assert server.proc.poll() is None
+    assert request(server.host, server.port, "/hello")[0] == 200
+    assert server.stop() == 0
 
 
 def test_hup_rereads_the_config_file(servers, tmp_path):
@@ -405,6 +657,48 @@ def test_reload_keeps_old_workers_serving_while_the_edit_has_a_syntax_error(serv
         time.sleep(0.1)
 
 
+def test_reload_serves_the_fix_of_a_syntax_error_at_once(servers, app_dir):
+    server = servers("versioned:app", "--workers", "2", "--reload", cwd=app_dir)
+    first = serving(server, 2)
+    time.sleep(0.05)
+    (app_dir / "versioned.py").write_text("def app(environ, start_response:\n")  # broken
+    wait_for(lambda: "waiting for the next change" in server.log, 10, "the failure in the log")
+    assert "SyntaxError" in server.log
+    time.sleep(1.0)  # no retries meanwhile: only an edit can fix it
+    assert server.log.count("failed to boot") == 2  # the two workers of the new generation
+    assert server.log.count('versioned.py", line 1') == 1  # the traceback, once
+    assert children(server.proc.pid) == first
+    write_app(app_dir, "v3-fixed")
+    fixed_at = time.monotonic()
+    while request(server.host, server.port, "/")[1].split()[0] != b"v3-fixed":
+        assert time.monotonic() - fixed_at < 2, "the fix was not served within 2 s"
+        time.sleep(0.05)
+    replaced(server, first, 2)
+
+
+def test_reload_include_globs_and_the_fallback_without_watchfiles(servers, app_dir):
+    # A `watchfiles` that cannot be imported: the master polls modification times instead.
+    (app_dir / "shadow").mkdir()
+    (app_dir / "shadow" / "watchfiles.py").write_text("raise ImportError('not installed')\n")
+    (app_dir / "settings.toml").write_text("a = 1\n")
+    server = servers("versioned:app", "--workers", "1", "--reload", "--reload-include", "*.toml",
+                     cwd=app_dir, env={"PYTHONPATH": f"{app_dir / 'shadow'}{os.pathsep}"
+                                                     f"{os.environ.get('PYTHONPATH', '')}"})
+    [first] = serving(server, 1)
+    assert "--reload: watchfiles is not installed" in server.log
+    time.sleep(0.05)
+    (app_dir / "settings.toml").write_text("a = 2\n")
+    replaced(server, [first], 1)
+    assert "settings.toml changed; reloading (--reload)" in server.log
+
+
+def test_reload_with_preload_is_refused(tmp_path):
+    done = run_frontdesk("tests.apps:hello", "--bind", f"unix:{tmp_path / 's'}", "--reload", "--preload")
+    assert done.returncode == 2
+    assert done.stderr.startswith("frontdesk: error: --reload cannot be used with --preload")
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "s").exists()
+
+
 ORPHANS_APP = '''\
 import subprocess
 
@@ -423,7 +717,7 @@ def test_as_pid_1_it_reaps_orphans_and_stops_on_term(servers, tmp_path):
         pytest.skip("needs root and unshare(1) for a PID namespace")
     (tmp_path / "orphans.py").write_text(ORPHANS_APP)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRONTDESK_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     proc = subprocess.Popen(
         ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "frontdesk",
          "orphans:app", "--bind", "127.0.0.1:0", "--workers", "1"],

@@ -4,6 +4,7 @@ inheritance across an upgrade. Unit tests on `frontdesk.sockets`, then real proc
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import socket
@@ -64,6 +65,24 @@ def test_fd_spec_takes_a_listening_socket_and_refuses_anything_else(tmp_path):
     unbound.close()
 
 
+def test_adopted_sockets_are_close_on_exec():
+    # What a parent passes (fd://N, systemd, a previous master) is inheritable; once adopted, a
+    # program the app starts must not inherit it (it would keep the port open after a stop).
+    sock = listening_tcp()
+    fd = os.dup(sock.fileno())
+    os.set_inheritable(fd, True)
+    adopted = sockets.bind(f"fd://{fd}")
+    assert not adopted.get_inheritable()
+    adopted.close()
+    fd = os.dup(sock.fileno())
+    os.set_inheritable(fd, True)
+    env = {sockets.INHERIT_ENV: json.dumps({"master": 4242, "fds": [["127.0.0.1:0", fd]]})}
+    [listener], _ = sockets.open_listeners(("127.0.0.1:0",), environ=env)
+    assert not listener.sock.get_inheritable()
+    sockets.close_all([listener], unlink=False)
+    sock.close()
+
+
 def test_systemd_fds_only_for_this_pid_and_the_variables_are_removed():
     env = {"LISTEN_FDS": "2", "LISTEN_PID": str(os.getpid()), "LISTEN_FDNAMES": "a:b", "X": "1"}
     assert sockets.systemd_fds(env) == [3, 4]
@@ -107,7 +126,7 @@ def test_malformed_inherit_variable_is_a_bind_error():
 def _env(**more: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("FRONTDESK_") and k not in ("LISTEN_FDS", "LISTEN_PID", "NOTIFY_SOCKET")}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     env.update(ENV)
     env.update(more)
     return env
@@ -213,6 +232,7 @@ def test_unix_socket_served_survives_usr2_and_is_removed_at_the_end(tmp_path):
         assert new_master != proc.pid and alive(new_master)
         assert path.stat().st_ino == inode  # the same socket, not a new one
         assert _unix_answers(path)
+        assert _socket_fds(new_master) and all(_cloexec(new_master, fd) for fd in _socket_fds(new_master))
         os.kill(new_master, signal.SIGTERM)
         wait_for(lambda: not alive(new_master), 10, "the new master to stop")
         assert not path.exists()
@@ -222,6 +242,24 @@ def test_unix_socket_served_survives_usr2_and_is_removed_at_the_end(tmp_path):
             proc.wait(5)
         if new_master and alive(new_master):
             os.kill(new_master, signal.SIGKILL)
+
+
+def _socket_fds(pid: int) -> list[int]:
+    fds = []
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
+                fds.append(int(name))
+        except OSError:
+            pass
+    return fds
+
+
+def _cloexec(pid: int, fd: int) -> bool:
+    for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines():
+        if line.startswith("flags:"):
+            return bool(int(line.split()[1], 8) & 0o2000000)  # O_CLOEXEC
+    raise AssertionError("no flags")
 
 
 def _unix_answers(path: Path) -> bool:
@@ -236,3 +274,65 @@ def _unix_answers(path: Path) -> bool:
         return data.startswith(b"HTTP/1.1 200 ")
     except OSError:
         return False
+
+
+FLAKY_APP = '''\
+import os, time
+if os.path.exists("broken"):
+    raise RuntimeError("this upgrade is broken")
+if os.path.exists("slow"):
+    time.sleep(5)
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+'''
+
+
+def test_a_new_master_that_has_not_taken_over_never_removes_the_socket_file(tmp_path):
+    # A failed upgrade (the new master cannot load the app), then a new master stopped by TERM
+    # before its workers are ready: each time the old master serves on, on the same file.
+    (tmp_path / "flaky.py").write_text(FLAKY_APP)
+    path = tmp_path / "fd.sock"
+    log = tmp_path / "log"
+    env = _env()
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env['PYTHONPATH']}"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "frontdesk", "flaky:app", "--workers", "1", "--bind", f"unix:{path}"],
+            cwd=tmp_path, env=env, stderr=out,
+        )
+    new_masters: list[int] = []
+    try:
+        wait_for(lambda: _unix_answers(path), 10, "an answer on the unix socket")
+        inode = path.stat().st_ino
+        (tmp_path / "broken").touch()
+        proc.send_signal(signal.SIGUSR2)
+        wait_for(lambda: "Upgrade failed" in log.read_text(), 20, "the upgrade to fail")
+        assert path.exists() and path.stat().st_ino == inode
+        assert _unix_answers(path)
+
+        (tmp_path / "broken").unlink()
+        (tmp_path / "slow").touch()
+        proc.send_signal(signal.SIGUSR2)
+        new = int(wait_for(lambda: re.findall(r"new master (\d+) started", log.read_text())[1:], 5,
+                           "a second new master")[0])  # type: ignore[index]
+        new_masters.append(new)
+        wait_for(lambda: "Booting worker" in log.read_text().split(f"new master {new} started")[1], 5,
+                 "the new master to fork")
+        os.kill(new, signal.SIGTERM)
+        wait_for(lambda: not alive(new), 10, "the new master to stop")
+        assert path.exists() and path.stat().st_ino == inode
+        assert _unix_answers(path)
+        assert proc.poll() is None
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert not path.exists()  # the last master removes it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        for pid in new_masters:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

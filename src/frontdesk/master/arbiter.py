@@ -34,11 +34,18 @@ A worker's life, as the master sees it:
     stopping    TERM/QUIT sent; `kill_at` set                 reaped (or SIGKILL at `kill_at`)
     ==========  ===========================================  =================================
 
+An app that cannot be loaded (`AppLoadError`: an import error, a missing name, not callable) is
+reported by the worker (`common.APP_FAILED`, with the traceback) and never retried while no
+worker of this master has ever served: it is a setting's error, like with --preload, so the
+master stops at once and `run()` prints the traceback once and raises `AppLoadError` (the CLI's
+one `frontdesk: error:` line, status 2). Once workers have served, a worker that cannot load
+the app (bad code deployed, then HUP) is a boot failure like any other:
+
 Crash loops (granian's `_serve_loop` idea): a worker that exits before READY is a boot failure.
 Failures in a row back off exponentially (`BOOT_BACKOFF` doubling to `MAX_BACKOFF`); after
 `BOOT_ATTEMPTS` in a row with no worker serving, the master stops with the last worker's reason
-(the app's import error, usually) and a non-zero status. While older workers still serve (a HUP
-or a replacement after bad code was deployed) it keeps them and keeps retrying, slowly.
+and a non-zero status. While older workers still serve (a HUP or a replacement after bad code
+was deployed) it keeps them and keeps retrying, slowly.
 
 Stopping (TERM) with `--drain-delay D`: the master sets the shared `StopNotice` (every worker's
 readiness probe answers 503 from then on) and tells systemd STOPPING=1, but keeps the listening
@@ -60,6 +67,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import random
@@ -69,6 +77,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,7 +87,7 @@ from frontdesk import logs, sockets
 from frontdesk.errors import AppLoadError, FrontdeskError
 from frontdesk.master import common
 
-__all__ = ["Arbiter", "Privileges", "resolve_privileges"]
+__all__ = ["Arbiter", "Privileges", "check_pidfile", "pidfile_name", "resolve_privileges"]
 
 log = logging.getLogger("frontdesk.error")
 
@@ -88,7 +97,9 @@ BOOT_ATTEMPTS = 5
 BOOT_BACKOFF = 0.1
 MAX_BACKOFF = 10.0
 BOOT_ERROR_STATUS = 3  # a worker's exit status when the app cannot be loaded
+APP_TRACEBACK_MAX = 16_000  # characters of the app's traceback a worker sends (its end)
 MEMORY_CHECK_INTERVAL = 1.0  # seconds between two reads of the workers' RSS
+LOG_OWNER_CHECK_INTERVAL = 1.0  # --user/--group: seconds between two checks of the log files' owner
 MEMORY_JITTER = 0.1  # each worker's memory limit: a random 90 % .. 100 % of --max-worker-memory
 MEMORY = "memory limit"  # `_Worker.why` for a worker replaced for its memory
 
@@ -96,6 +107,10 @@ _HANDLED = (
     signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
     signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD,
 )  # fmt: skip
+# Signals a worker must survive before its event loop handles them (while it imports the app, which
+# may take long): the master's own (HUP, TTIN, TTOU reach workers when sent to the process group),
+# USR1 (the master forwards it; deferred), USR2 (the stack dump, registered early in `_child`).
+_BOOT_DEFERRED = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2)
 
 
 # Why a worker stopped (`_Worker.why`) → the metrics' restart cause; others are not restarts.
@@ -111,16 +126,17 @@ class Privileges:
 
     uid: int | None = None
     gid: int | None = None
-    user: str | None = None  # for initgroups
+    user: str | None = None  # its passwd name, for its supplementary groups
 
     def drop(self) -> None:
-        """In a worker: give up root for the configured user and group. Order matters."""
+        """In a worker: give up root for the configured user and group. Order matters: the
+        supplementary groups first (root's would otherwise stay, even for a uid with no passwd
+        entry), then the group, then the user."""
         if self.uid is None and self.gid is None:
             return
-        if self.user is not None and self.gid is not None:
-            os.initgroups(self.user, self.gid)
-        elif self.gid is not None and os.geteuid() == 0:
-            os.setgroups([self.gid])
+        if os.geteuid() == 0:
+            gid = self.gid if self.gid is not None else os.getegid()
+            os.setgroups(os.getgrouplist(self.user, gid) if self.user is not None else [gid])
         if self.gid is not None:
             os.setgid(self.gid)
         if self.uid is not None:
@@ -157,6 +173,46 @@ def resolve_privileges(user: str | None, group: str | None) -> Privileges:
     return priv
 
 
+def pidfile_name(pid: str, start_cwd: str, old_master: int = 0) -> str:
+    """The file a master writes for `--pid`: relative to where frontdesk started (not to --chdir),
+    with `.2` for the new master of an upgrade until it takes over."""
+    return os.path.join(start_cwd, pid) + (".2" if old_master else "")
+
+
+def check_pidfile(name: str, old_master: int = 0) -> None:
+    """Before anything is bound: refuse a pid file naming another live process (a master already
+    running, as gunicorn does) or one that cannot be written. Raises `FrontdeskError`."""
+    other = _pid_in(name)
+    if other and other not in (os.getpid(), old_master) and _alive(other):
+        raise FrontdeskError(f"--pid {name}: already running on PID {other} (or the pid file is "
+                             "stale: remove it)")
+    tmp = f"{name}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w"):
+            pass
+        os.unlink(tmp)
+    except OSError as exc:
+        raise FrontdeskError(f"--pid {name}: cannot write the pid file: {exc.strerror or exc}") from None
+
+
+def _pid_in(name: str) -> int:
+    try:
+        with open(name) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's
+    return True
+
+
 @dataclass
 class _Worker:
     """The master's record of one worker process."""
@@ -172,7 +228,9 @@ class _Worker:
     why: str = ""  # why it is retiring or stopping, for the logs
     kill_at: float = 0.0  # stopping: SIGKILL at this time; 0 while not stopping
     killed: bool = False
-    last_words: str = ""  # BOOT_FAILED reason
+    last_words: str = ""  # BOOT_FAILED or APP_FAILED reason
+    app_failed: bool = False  # it sent APP_FAILED: the app cannot be loaded
+    app_traceback: str = ""  # with APP_FAILED: the app's traceback
     buffer: bytes = b""
     slot: int | None = None  # its metrics slot
     memory_share: float = 1.0  # its part of --max-worker-memory (jitter, see the module docstring)
@@ -196,6 +254,12 @@ def _rss(pid: int) -> int | None:
         return int(fields[1]) * _PAGE_SIZE
     except (OSError, IndexError, ValueError):
         return None
+
+
+def _log_file_handlers() -> list[logging.FileHandler]:
+    """The file handlers of frontdesk's error and access loggers (`frontdesk.logs`)."""
+    handlers = logging.getLogger(logs.ERROR_LOGGER).handlers + logging.getLogger(logs.ACCESS_LOGGER).handlers
+    return [h for h in handlers if isinstance(h, logging.FileHandler)]
 
 
 def _describe_status(status: int) -> str:
@@ -252,6 +316,8 @@ class Arbiter:
         self.stopping = ""  # "", "graceful" or "fast"
         self.halt_reason = ""
         self.halt_is_app_error = False
+        self.halt_traceback = ""
+        self.ever_ready = False  # some worker of this master has sent READY
         self.boot_failures = 0
         self.next_spawn = 0.0
         self.booted = False  # the first generation became ready
@@ -261,12 +327,14 @@ class Arbiter:
         self.stop_notice: common.StopNotice | None = None  # shared with the workers; see run()
         self.drain_until = 0.0  # stopping with --drain-delay: TERM the workers at this time
         self.next_memory_check = 0.0
+        self.next_log_owner_check = 0.0
         self.pidfile: str | None = None
         self._age = 0
         self._signals: deque[int] = deque(maxlen=64)
         self._wake_r = self._wake_w = -1
         self._selector: selectors.BaseSelector | None = None
         self._notify_socket: str | None = None
+        self._reloader: Any = None  # frontdesk.master.reloader.Reloader, with --reload
 
     # -- setup and teardown -----------------------------------------------------------------------
 
@@ -280,10 +348,20 @@ class Arbiter:
             self._teardown()
         if self.halt_reason:
             if self.halt_is_app_error:
+                self._report_app_error()
                 raise AppLoadError(self.halt_reason)
             sys.stderr.write(f"frontdesk: error: {self.halt_reason}\n")
             return 1
         return 0
+
+    def _report_app_error(self) -> None:
+        """Before the CLI's one line: the app's traceback, once, where the user looks (stderr,
+        as with --preload), and the whole story in the error log when that is a file."""
+        if self.halt_traceback:
+            sys.stderr.write(self.halt_traceback)
+            sys.stderr.flush()
+        if common.error_stream() is not sys.stderr:
+            log.error("Cannot load the app: %s\n%s", self.halt_reason, self.halt_traceback.rstrip())
 
     def _setup(self) -> None:
         self._notify_socket = os.environ.get("NOTIFY_SOCKET") or None
@@ -296,15 +374,35 @@ class Arbiter:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for sig in _HANDLED:
             signal.signal(sig, self._enqueue)
-        if self.config.pid:
-            name = self.config.pid + (".2" if self.old_master else "")
-            self._write_pidfile(name)
+        if self.config.pid:  # checked by `check_pidfile` before the sockets were bound
+            self._write_pidfile(pidfile_name(self.config.pid, self._start_dir(), self.old_master))
         common.set_title(f"frontdesk: master [{self.config.app}]")
         log.info("Master %d: %d worker(s)%s", os.getpid(), self.target,
                  f", replacing master {self.old_master}" if self.old_master else "")
+        if getattr(self.config, "reload", False):
+            self._start_reloader()
+
+    def _start_reloader(self) -> None:
+        """--reload: watch the app's files from a thread of the master (`reloader`); a change
+        queues a HUP and wakes the loop, as the signal would."""
+        from frontdesk.master.reloader import Reloader
+
+        base = os.path.join(self._start_dir(), self.config.chdir or "")
+        wake_w = self._wake_w
+
+        def on_change(path: str) -> None:
+            self._signals.append(signal.SIGHUP)
+            with contextlib.suppress(OSError):
+                os.write(wake_w, b"\0")
+
+        self._reloader = Reloader(base, [os.path.join(base, p) for p in self.config.pythonpath],
+                                  self.config.reload_include, on_change)
+        self._reloader.start()
 
     def _teardown(self) -> None:
-        sockets.close_all(self.listeners, unlink=not self.reexec_pid)
+        if self._reloader is not None:
+            self._reloader.stop()
+        sockets.close_all(self.listeners, unlink=self._owns_socket_files())
         self.listeners = []
         if self.metrics_server is not None:
             self.metrics_server.stop()
@@ -326,15 +424,7 @@ class Arbiter:
 
     def _run_loop(self) -> None:
         while True:
-            queued: list[int] = []
-            while self._signals:
-                sig = self._signals.popleft()
-                if sig not in (signal.SIGHUP, signal.SIGCHLD) or sig not in queued:
-                    queued.append(sig)  # HUPs sent together (--reload, by each worker) are one
-            for sig in queued:
-                handler = getattr(self, "handle_" + _signame(sig)[3:].lower(), None)
-                if handler is not None:
-                    handler()
+            self._dispatch_signals()
             self._reap()
             if self.stopping and not self.workers:
                 return
@@ -342,6 +432,9 @@ class Arbiter:
             if self.drain_until and now >= self.drain_until:
                 self._end_drain_delay(now)
             self._check_liveness(now)
+            if now >= self.next_log_owner_check:
+                self.next_log_owner_check = now + LOG_OWNER_CHECK_INTERVAL
+                self._chown_logs()
             if not self.stopping:
                 if self.config.max_worker_memory and now >= self.next_memory_check:
                     self.next_memory_check = now + MEMORY_CHECK_INTERVAL
@@ -351,6 +444,26 @@ class Arbiter:
             if self.stopping and not self.workers:
                 return
             self._wait(self._next_deadline(now) - now)
+
+    def _dispatch_signals(self) -> None:
+        """Call `handle_<sig>` for each queued signal. A handler that fails (a log file that cannot
+        be reopened, a pid file that cannot be renamed...) is logged; the master goes on."""
+        queued: list[int] = []
+        while self._signals:
+            sig = self._signals.popleft()
+            if sig not in (signal.SIGHUP, signal.SIGCHLD) or sig not in queued:
+                queued.append(sig)  # HUPs sent together (an operator's, --reload's) are one
+        for sig in queued:
+            handler = getattr(self, "handle_" + _signame(sig)[3:].lower(), None)
+            if handler is None:
+                continue
+            try:
+                handler()
+            except Exception:
+                try:
+                    log.exception("Error while handling signal %s; the master goes on", _signame(sig)[3:])
+                except Exception:  # the error log itself fails
+                    traceback.print_exc()
 
     def _next_deadline(self, now: float) -> float:
         deadline = now + 1.0
@@ -400,19 +513,28 @@ class Arbiter:
         i = 0
         while i < len(data):
             byte = data[i : i + 1]
-            if byte == common.BOOT_FAILED:
+            if byte in (common.BOOT_FAILED, common.APP_FAILED):
                 end = data.find(b"\n", i)
                 if end < 0:
                     break  # the rest of the line comes with the next read
-                worker.last_words = data[i + 1 : end].decode("utf-8", "replace")
+                line = data[i + 1 : end].decode("utf-8", "replace")
                 i = end + 1
+                if byte == common.BOOT_FAILED:
+                    worker.last_words = line
+                    continue
+                worker.app_failed = True
+                try:
+                    report = json.loads(line)
+                    worker.last_words, worker.app_traceback = report["reason"], report["traceback"]
+                except (ValueError, KeyError, TypeError):
+                    worker.last_words = line
                 continue
             i += 1
             if byte == common.BEAT:
                 worker.last_beat = now
             elif byte == common.READY:
                 worker.ready, worker.last_beat = True, now
-                self.boot_failures = 0
+                self.boot_failures, self.ever_ready = 0, True
                 log.info("Worker %d ready (%.2f s to boot)", worker.pid, now - worker.started)
             elif byte in (common.RETIRE, common.STUCK) and not worker.retiring:
                 worker.retiring = True
@@ -445,21 +567,39 @@ class Arbiter:
             self._count_exit(worker)
         how = _describe_status(status)
         if not worker.ready:
+            if self.halt_reason:  # the master stops because of another worker's failure
+                log.debug("Worker %d %s before it was ready", worker.pid, how)
+                return
             if worker.kill_at and worker.why != "timeout":  # stopped while booting: not its fault
                 log.info("Worker %d %s before it was ready (%s)", worker.pid, how, worker.why or "stop")
                 return
+            if worker.app_failed and not self.ever_ready and not self.stopping:
+                # Nothing has ever served: the app is wrong, not the moment. Retrying only repeats
+                # it (module docstring); stop at once, with the traceback once.
+                self.halt_reason, self.halt_traceback = worker.last_words, worker.app_traceback
+                self.halt_is_app_error = True
+                self._stop(graceful=False)
+                return
             self.boot_failures += 1
-            reason = worker.last_words or f"worker {how} before it was ready"
+            reason = worker.last_words or self._boot_failure(worker, how)
             delay = min(MAX_BACKOFF, BOOT_BACKOFF * 2 ** (self.boot_failures - 1))
+            if self.boot_failures == 1 and worker.app_traceback:  # the first in a row shows it
+                reason += "\n" + worker.app_traceback.rstrip()
+            if worker.app_failed and self._reloader is not None:
+                # --reload: only an edit can fix the code; the watcher reloads (HUP) when it comes.
+                delay = float("inf")
+                if self.boot_failures == 1:
+                    reason += "\n--reload: the old workers keep serving; waiting for the next change"
             self.next_spawn = self.clock() + delay
             log.error("Worker %d failed to boot (%d in a row): %s", worker.pid, self.boot_failures, reason)
             serving = any(w.ready for w in self.workers.values())
             if self.boot_failures >= BOOT_ATTEMPTS and not serving and not self.stopping:
+                reason = worker.last_words or self._boot_failure(worker, how)
                 self.halt_reason = f"{reason} (workers failed to boot {self.boot_failures} times in a row)"
-                self.halt_is_app_error = bool(worker.last_words) and os.waitstatus_to_exitcode(status) == BOOT_ERROR_STATUS
+                self.halt_is_app_error = worker.app_failed
                 log.error("Stopping: workers cannot boot")
                 self._stop(graceful=False)
-            elif self.boot_failures >= BOOT_ATTEMPTS:
+            elif self.boot_failures >= BOOT_ATTEMPTS and delay < float("inf"):
                 serving_count = sum(w.ready for w in self.workers.values())
                 log.error("Keeping the %d worker(s) still serving; next attempt in %.1f s",
                           serving_count, delay)
@@ -471,6 +611,13 @@ class Arbiter:
         else:
             log.error("Worker %d %s unexpectedly%s; replacing it", worker.pid, how,
                       f": {worker.last_words}" if worker.last_words else "")
+
+    def _boot_failure(self, worker: _Worker, how: str) -> str:
+        """Why a worker that said nothing failed to boot."""
+        if worker.why == "timeout":
+            return (f"worker did not boot within --timeout {self.config.timeout:g} s (still loading the"
+                    f" app), and {how}")
+        return f"worker {how} before it was ready"
 
     def _count_exit(self, worker: _Worker) -> None:
         if worker.slot is not None:
@@ -494,12 +641,18 @@ class Arbiter:
                     self._kill(worker, signal.SIGKILL)
                     worker.killed = True
             elif now - worker.last_beat > timeout:
-                doing = "booting (loading the app)" if not worker.ready else "its event loop is blocked"
-                log.error(
-                    "Worker %d timed out: no heartbeat for %.1f s (--timeout %g) while %s;"
-                    " its threads' stacks follow; sending TERM, then KILL in %g s",
-                    worker.pid, now - worker.last_beat, timeout, doing, KILL_GRACE,
-                )
+                if worker.ready:
+                    log.error(
+                        "Worker %d timed out: no heartbeat for %.1f s (--timeout %g) while its event"
+                        " loop is blocked; its threads' stacks follow; sending TERM, then KILL in %g s",
+                        worker.pid, now - worker.last_beat, timeout, KILL_GRACE,
+                    )
+                else:
+                    log.error(
+                        "Worker %d did not boot within --timeout %g s (still loading the app after"
+                        " %.1f s); its threads' stacks follow; sending TERM, then KILL in %g s",
+                        worker.pid, timeout, now - worker.last_beat, KILL_GRACE,
+                    )
                 self._kill(worker, common.STACK_DUMP_SIGNAL)
                 self._terminate(worker, signal.SIGTERM, "timeout", now + KILL_GRACE)
 
@@ -610,8 +763,11 @@ class Arbiter:
         status = 1
         try:
             signal.set_wakeup_fd(-1)
+            # Not SIG_IGN: a program the app starts while importing would inherit that across exec.
+            deferred: list[int] = []
             for sig in _HANDLED:
-                signal.signal(sig, signal.SIG_DFL)
+                signal.signal(sig, (lambda signum, frame: deferred.append(signum))
+                              if sig in _BOOT_DEFERRED else signal.SIG_DFL)
             for record in self.workers.values():
                 if record.fd >= 0:
                     os.close(record.fd)
@@ -633,11 +789,14 @@ class Arbiter:
                 try:
                     app = self.load_app(self.config)
                 except AppLoadError as exc:
-                    self._boot_failed(fd, exc)
+                    self._app_failed(fd, exc)
                     status = BOOT_ERROR_STATUS
             if app is not None:
                 from frontdesk.worker.process import Worker
 
+                if signal.SIGUSR1 in deferred:  # the logs were rotated while this worker booted
+                    with contextlib.suppress(OSError):
+                        logs.reopen_files()
                 worker = Worker(self.config, app, self.static, master_fd=fd, metrics=worker_metrics,
                                 stop_notice=self.stop_notice)
                 status = worker.run([listener.sock for listener in self.listeners])
@@ -655,23 +814,24 @@ class Arbiter:
                     stream.flush()
             os._exit(status)
 
-    def _boot_failed(self, fd: int, exc: AppLoadError) -> None:
-        if self.boot_failures == 0:  # the first failure shows the traceback, later ones a line
-            from frontdesk.loader import app_traceback
+    def _app_failed(self, fd: int, exc: AppLoadError) -> None:
+        """Tell the master why the app cannot be loaded, with its traceback; print nothing (the
+        master decides what to show: one traceback for N workers failing alike)."""
+        from frontdesk.loader import app_traceback
 
-            sys.stderr.write(app_traceback(exc))
-        log.error("Worker %d cannot load the app: %s", os.getpid(), exc)
-        line = " ".join(str(exc).split())
-        common.send(fd, common.BOOT_FAILED + line.encode("utf-8", "replace")[:1000] + b"\n")
+        reason = " ".join(str(exc).split())[:1000]
+        report = json.dumps({"reason": reason, "traceback": app_traceback(exc)[-APP_TRACEBACK_MAX:]})
+        common.send(fd, common.APP_FAILED + report.encode() + b"\n")
 
     # -- stopping ---------------------------------------------------------------------------------
 
-    def _stop(self, graceful: bool) -> None:
+    def _stop(self, graceful: bool, drain: bool = True) -> None:
+        """Begin a stop; with `drain`, a graceful one waits --drain-delay first."""
         if self.stopping == "fast" or (graceful and self.stopping):
             return
         self.stopping = "graceful" if graceful else "fast"
         self.drain_until = 0.0  # a fast stop cuts a drain delay short
-        delay = getattr(self.config, "drain_delay", 0.0)
+        delay = getattr(self.config, "drain_delay", 0.0) if drain else 0.0
         if self.reexec_pid:
             self._sd_notify(f"MAINPID={self.reexec_pid}\nSTATUS=handing over to master {self.reexec_pid}")
         elif graceful and delay:
@@ -696,8 +856,8 @@ class Arbiter:
 
     def _stop_workers(self, graceful: bool, now: float) -> None:
         # New connections are refused from now on (each worker closes its copy on TERM too),
-        # unless a new master (USR2) holds the sockets: then it serves them.
-        sockets.close_all(self.listeners, unlink=not self.reexec_pid)
+        # unless the other master of an upgrade holds the sockets: then it serves them.
+        sockets.close_all(self.listeners, unlink=self._owns_socket_files())
         self.listeners = []
         if graceful:
             sig, kill_at = signal.SIGTERM, now + self.config.graceful_timeout + KILL_GRACE
@@ -711,8 +871,14 @@ class Arbiter:
         self._stop(graceful=True)
 
     def handle_int(self) -> None:
-        log.info("Handling signal: INT: fast shutdown")
-        self._stop(graceful=False)
+        # Ctrl-C, as uvicorn: the first is a graceful stop (without --drain-delay: Ctrl-C reaches
+        # the workers too, and they begin draining at once), a second one, a fast stop.
+        if self.stopping:
+            log.info("Handling signal: INT while stopping: fast shutdown")
+            self._stop(graceful=False)
+            return
+        log.info("Handling signal: INT: graceful shutdown (send INT again, or Ctrl-C, to stop at once)")
+        self._stop(graceful=True, drain=False)
 
     def handle_quit(self) -> None:
         log.info("Handling signal: QUIT: fast shutdown")
@@ -739,10 +905,30 @@ class Arbiter:
         log.info("Handling signal: TTOU: %d worker(s) wanted", self.target)
 
     def handle_usr1(self) -> None:
-        count = logs.reopen_files()
-        log.info("Handling signal: USR1: reopened %d log file(s); telling the workers", count)
-        for worker in list(self.workers.values()):
-            self._kill(worker, signal.SIGUSR1)
+        try:
+            count = logs.reopen_files()
+        finally:  # the workers reopen theirs even if one of the master's failed
+            self._chown_logs()
+            for worker in list(self.workers.values()):
+                self._kill(worker, signal.SIGUSR1)
+        log.info("Handling signal: USR1: reopened %d log file(s); told the workers", count)
+
+    def _chown_logs(self) -> None:
+        """--user/--group: the error and access log files belong to the workers' user, as in
+        gunicorn, so a worker can reopen a file the master (root) created: at start, on USR1,
+        or when the master's handler recreated a file logrotate moved away (checked once a
+        second). A file that cannot be changed (/dev/null, another filesystem) is left alone."""
+        uid, gid = self.privileges.uid, self.privileges.gid
+        if (uid is None and gid is None) or os.geteuid() != 0:
+            return
+        for handler in _log_file_handlers():
+            path = handler.baseFilename
+            try:
+                st = os.stat(path)
+                if (uid is not None and st.st_uid != uid) or (gid is not None and st.st_gid != gid):
+                    os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
+            except OSError:
+                pass
 
     # -- reload (HUP) -----------------------------------------------------------------------------
 
@@ -760,6 +946,7 @@ class Arbiter:
             self._sd_notify("READY=1\nSTATUS=reload failed; serving the previous configuration")
             return
         self.configure_logging(config)
+        self._chown_logs()
         self.config, self.static, self.listeners = config, static, listeners
         self.target = config.workers
         if self.app is not None:
@@ -791,8 +978,15 @@ class Arbiter:
         gone = [ls for ls in self.listeners if ls.spec not in config.bind]
         for listener in gone:
             log.info("No longer listening at: %s", listener.spec)
-        sockets.close_all(gone, unlink=True)  # the old workers keep their copies until they exit
+        # The old workers keep their copies until they exit.
+        sockets.close_all(gone, unlink=self._owns_socket_files())
         return new
+
+    def _owns_socket_files(self) -> bool:
+        """May this master remove its unix socket files when it closes them? Not while the other
+        master of an upgrade lives: the new one it started (`reexec_pid`) serves on, and a new
+        master whose old master still lives (its parent) may fail, and the old one serves on."""
+        return not self.reexec_pid and not (self.old_master and os.getppid() == self.old_master)
 
     # -- upgrade (USR2) ---------------------------------------------------------------------------
 
@@ -818,6 +1012,8 @@ class Arbiter:
         if self.pidfile:
             self._rename_pidfile(self.pidfile + ".oldbin")
         try:
+            # The sockets are close-on-exec (`sockets`); pass_fds makes them inheritable in the
+            # child only, for this one exec.
             proc = subprocess.Popen(argv, env=env, cwd=self.start_cwd, pass_fds=fds)
         except OSError as exc:
             log.error("Upgrade failed: cannot start %s: %s", argv[0], exc)
@@ -842,7 +1038,7 @@ class Arbiter:
             log.info("Master %d: the old master %d is gone; this master takes over", os.getpid(), self.old_master)
             self.old_master = 0
             if self.pidfile and self.config.pid:
-                self._rename_pidfile(self.config.pid)
+                self._rename_pidfile(pidfile_name(self.config.pid, self._start_dir()))
             return
         if self.booted and not self.told_old_master:
             self.told_old_master = True
@@ -854,19 +1050,22 @@ class Arbiter:
 
     # -- pid file, systemd --------------------------------------------------------------------------
 
+    def _start_dir(self) -> str:
+        return self.start_cwd or os.getcwd()
+
     def _write_pidfile(self, name: str) -> None:
-        try:
-            with open(name) as f:
-                other = int(f.read().strip() or 0)
-            if other and other != os.getpid():
-                os.kill(other, 0)
-                log.warning("Pid file %s named running process %d; overwriting it", name, other)
-        except (OSError, ValueError):
-            pass
+        """Write our pid to `name` (atomically). A failure is logged, never fatal: the pid file
+        serves the operator, the master goes on without it (`self.pidfile` is left as it was)."""
         tmp = f"{name}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{os.getpid()}\n")
-        os.replace(tmp, name)
+        try:
+            with open(tmp, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            os.replace(tmp, name)
+        except OSError as exc:
+            log.error("Cannot write pid file %s: %s", name, exc.strerror or exc)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            return
         self.pidfile = name
 
     def _rename_pidfile(self, name: str) -> None:
@@ -874,14 +1073,17 @@ class Arbiter:
         try:
             os.replace(self.pidfile, name)
         except OSError as exc:
-            log.warning("Cannot rename pid file %s to %s: %s", self.pidfile, name, exc.strerror)
+            log.error("Cannot rename pid file %s to %s: %s; writing it anew", self.pidfile, name,
+                      exc.strerror or exc)
             self._write_pidfile(name)
             return
         self.pidfile = name
 
     def _restore_pidfile(self) -> None:
-        if self.pidfile and self.config.pid and self.pidfile != self.config.pid:
-            self._rename_pidfile(self.config.pid)
+        if self.pidfile and self.config.pid:
+            name = pidfile_name(self.config.pid, self._start_dir())
+            if self.pidfile != name:
+                self._rename_pidfile(name)
 
     def _remove_pidfile(self, name: str) -> None:
         try:

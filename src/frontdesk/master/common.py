@@ -3,8 +3,9 @@
 The pipe
 --------
 Each worker gets the write end of its own pipe; the master reads the other end. Messages are
-single bytes, so a write is atomic and the master needs no framing, except `BOOT_FAILED`, which is
-followed by one line of text (the reason) and is the last thing a worker that cannot boot writes.
+single bytes, so a write is atomic and the master needs no framing, except `BOOT_FAILED` and
+`APP_FAILED`, which are followed by one line and are the last thing a worker that cannot boot
+writes.
 
     =================  ====================================================================
     byte               meaning
@@ -14,7 +15,11 @@ followed by one line of text (the reason) and is the last thing a worker that ca
     `RETIRE` ``M``     max-requests reached: fork my replacement, then send me TERM
     `STUCK`  ``T``     a request outlived --request-timeout (its stack is in the log);
                        same as `RETIRE`
-    `BOOT_FAILED` ``E``  followed by ``reason\\n``: the app could not be loaded; exit follows
+    `APP_FAILED` ``A``   followed by one line of JSON, ``{"reason": ..., "traceback": ...}``:
+                       the app could not be loaded (`AppLoadError`); exit follows. The master
+                       decides what to show: a worker prints nothing itself, so N workers
+                       failing alike give one traceback, not N
+    `BOOT_FAILED` ``E``  followed by ``reason\\n``: the worker crashed before serving; exit follows
     =================  ====================================================================
 
 A worker never blocks on the pipe (its end is non-blocking; a full pipe drops a beat) and treats a
@@ -38,6 +43,7 @@ import sys
 from typing import IO, Any
 
 __all__ = [
+    "APP_FAILED",
     "BEAT",
     "BOOT_FAILED",
     "READY",
@@ -56,6 +62,7 @@ READY = b"R"
 RETIRE = b"M"
 STUCK = b"T"
 BOOT_FAILED = b"E"
+APP_FAILED = b"A"
 
 
 class StopNotice:

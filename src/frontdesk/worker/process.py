@@ -22,15 +22,16 @@ the pool's one tuple store per request:
     request timeout  logs the thread's stack, answers 504, drops   same as `RETIRE`
                      the thread's later output; `STUCK` once
     master gone      (broken pipe, or a new parent) graceful stop  —
-    --reload: a      SIGHUP to the master                          reloads (see arbiter)
-    source changed
     ===============  ===========================================  ============================
+
+(--reload is the master's: `frontdesk.master.reloader` watches the files.)
 
 Signals: TERM stops gracefully (stop accepting; in-flight requests get --graceful-timeout; every
 response from then on says `Connection: close`; a connection with nothing in progress gets
 `transport.DRAIN_IDLE_GRACE` to send one more request, which is answered, then closes: a client
 that was just promised keep-alive may be sending already, and answering it beats racing it with a
-close); INT and QUIT stop fast (connections are cut); USR1 reopens log files; USR2 writes
+close); INT (Ctrl-C, which reaches every process of the group) stops gracefully too, a second INT
+fast; QUIT stops fast (connections are cut); USR1 reopens log files; USR2 writes
 every thread's stack to the error log (from C, so it works when the loop is stuck); HUP, TTIN and
 TTOU are the master's and ignored here.
 
@@ -46,7 +47,6 @@ what dashboards and clients of an nginx + gunicorn stack already expect.
 from __future__ import annotations
 
 import asyncio
-import glob
 import itertools
 import logging
 import os
@@ -141,7 +141,6 @@ class Worker:
         self._fast = False
         self._tick_handle: asyncio.TimerHandle | None = None
         self._timed_out: dict[int, tuple[Any, Any, float]] = {}  # pool slot -> request answered
-        self._watcher = _Watcher(config.reload_include) if getattr(config, "reload", False) else None
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -180,10 +179,10 @@ class Worker:
 
     async def _serve(self, sockets: list[socket.socket], on_ready: Callable[[], None] | None) -> int:
         loop = self.loop
-        self._stopped = loop.create_future()
+        stopped = self._stopped = loop.create_future()
         loop.add_signal_handler(signal.SIGTERM, self.stop)
-        for sig in (signal.SIGINT, signal.SIGQUIT):
-            loop.add_signal_handler(sig, self.stop, False)
+        loop.add_signal_handler(signal.SIGINT, lambda: self.stop(not stopped.done()))  # 2nd: fast
+        loop.add_signal_handler(signal.SIGQUIT, self.stop, False)
         loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
         if self.master_fd is not None:
             for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
@@ -313,12 +312,6 @@ class Worker:
             busy = len(pool.threads) - pool.running.count(None)
             self.metrics.set_gauges(len(self.connections), busy + pool.queued, busy,
                                     len(pool.threads) - busy, pool.queued)
-        if self._watcher is not None and not self.draining and self.master_fd is not None:
-            changed = self._watcher.changed()
-            if changed:
-                log.info("worker %d: %s changed; reloading (--reload)", os.getpid(), changed)
-                self._watcher = None  # the master's HUP replaces this worker
-                os.kill(self._master_pid, signal.SIGHUP)
 
     def _beat(self) -> None:
         """Extra heartbeats for a --timeout under 4 s (the tick beats once a second)."""
@@ -398,48 +391,6 @@ class Worker:
             f"got {REQUEST_TIMEOUT_STATUS}" if answered else "connection was closed (the response had begun)",
         )  # fmt: skip
         self.retire(common.STUCK, "a request timed out")
-
-
-class _Watcher:
-    """--reload (development): the app's source files, and --reload-include globs, by mtime.
-
-    Files under the Python installation and the virtualenv are left out: they change with a
-    reinstall, not with an edit. Checked by the tick, once a second, in the loop thread.
-    """
-
-    def __init__(self, include: tuple[str, ...] = ()) -> None:
-        self.include = include
-        self.mtimes = self._scan()
-
-    def _files(self) -> set[str]:
-        skip = tuple({os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
-        files = set()
-        for module in list(sys.modules.values()):
-            path = getattr(module, "__file__", None)
-            if path and path.endswith(".py") and not os.path.realpath(path).startswith(skip):
-                files.add(path)
-        for pattern in self.include:
-            files.update(glob.glob(pattern, recursive=True))
-        return files
-
-    def _scan(self) -> dict[str, float]:
-        mtimes = {}
-        for path in self._files():
-            try:
-                mtimes[path] = os.stat(path).st_mtime
-            except OSError:
-                pass
-        return mtimes
-
-    def changed(self) -> str | None:
-        """The first file changed (or gone) since the last call, else None."""
-        now = self._scan()
-        for path, mtime in now.items():
-            if self.mtimes.get(path, mtime) != mtime:
-                return path
-        gone = set(self.mtimes) - set(now)
-        self.mtimes = now
-        return min(gone) if gone else None
 
 
 def _flush_access_log() -> None:
