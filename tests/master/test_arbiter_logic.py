@@ -223,6 +223,19 @@ def test_ttin_ttou(signal_name, want):
     assert arbiter.target == 1
 
 
+def test_a_failing_signal_handler_is_logged_and_the_master_goes_on(caplog):
+    arbiter = Fake(workers=2)
+
+    def broken() -> None:
+        raise OSError("cannot do it")
+
+    arbiter.handle_usr1 = broken  # type: ignore[method-assign]
+    arbiter._signals.extend([signal.SIGUSR1, signal.SIGTTIN])
+    arbiter._dispatch_signals()
+    assert "Error while handling signal USR1; the master goes on" in caplog.text
+    assert arbiter.target == 3  # the signal after it was still handled
+
+
 def test_ttou_retires_the_oldest_worker():
     arbiter = Fake(workers=2)
     arbiter.tick()
