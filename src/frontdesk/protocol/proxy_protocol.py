@@ -3,7 +3,8 @@ them at the start of a connection (haproxy.org/download/2.9/doc/proxy-protocol.t
 
 `parse(buffer)` returns None while the header is incomplete, else `(consumed, source)` where
 `source` is the original client's `(address, port)`, or None for `UNKNOWN`/`LOCAL` (health
-checks from the balancer itself: keep the connection's own address). Malformed → ValueError.
+checks from the balancer itself) and for v2 families other than TCP (UDP, UNIX, UNSPEC): then the
+connection's own address stands. Malformed → ValueError.
 """
 
 from __future__ import annotations
@@ -37,17 +38,25 @@ def _parse_v1(buffer: bytes) -> tuple[int, tuple[str, str] | None] | None:
         return None
     parts = buffer[:end].decode("ascii", "replace").split(" ")
     if parts[1:2] == ["UNKNOWN"]:
-        return end + 2, None
+        return end + 2, None  # whatever follows UNKNOWN up to the CRLF is ignored (spec §2.1)
     if len(parts) != 6 or parts[1] not in ("TCP4", "TCP6"):
         raise ValueError("malformed PROXY v1 header")
-    _, family, source, _destination, source_port, destination_port = parts
-    address = ipaddress.ip_address(source)  # ValueError if malformed
-    if (address.version == 4) != (family == "TCP4"):
+    _, family, source, destination, source_port, destination_port = parts
+    addresses = [ipaddress.ip_address(source), ipaddress.ip_address(destination)]  # ValueError
+    if any((address.version == 4) != (family == "TCP4") for address in addresses):
         raise ValueError("PROXY v1 address does not match its family")
     for port in (source_port, destination_port):
-        if not port.isdigit() or int(port) > 65535 or (port != "0" and port.startswith("0")):
+        if not (port.isascii() and port.isdigit()) or int(port) > 65535 or (
+                port != "0" and port.startswith("0")):
             raise ValueError("malformed PROXY v1 port")
-    return end + 2, (str(address), source_port)
+    return end + 2, (str(addresses[0]), source_port)
+
+
+# v2 address families (high nibble) and transports (low nibble), spec §2.2. Only TCP over IPv4
+# and IPv6 name a client this server can use; for UDP and UNIX the header is valid but the
+# connection's own addresses stand, as for LOCAL and UNSPEC.
+_V2_TCP4, _V2_TCP6 = 0x11, 0x21
+_V2_OTHER_FAMILIES = frozenset((0x00, 0x12, 0x22, 0x31, 0x32))
 
 
 def _parse_v2(buffer: bytes) -> tuple[int, tuple[str, str] | None] | None:
@@ -65,14 +74,18 @@ def _parse_v2(buffer: bytes) -> tuple[int, tuple[str, str] | None] | None:
     if command != 0x1:
         raise ValueError("unknown PROXY v2 command")
     body = buffer[16:total]
-    if family == 0x11 and length >= 12:  # TCP over IPv4
+    if family == _V2_TCP4:
+        if length < 12:
+            raise ValueError("PROXY v2 header too short for its IPv4 addresses")
         source = socket.inet_ntop(socket.AF_INET, body[0:4])
         (port,) = struct.unpack("!H", body[8:10])
         return total, (source, str(port))
-    if family == 0x21 and length >= 36:  # TCP over IPv6
+    if family == _V2_TCP6:
+        if length < 36:
+            raise ValueError("PROXY v2 header too short for its IPv6 addresses")
         source = socket.inet_ntop(socket.AF_INET6, body[0:16])
         (port,) = struct.unpack("!H", body[32:34])
         return total, (source, str(port))
-    if family == 0x00:  # UNSPEC
+    if family in _V2_OTHER_FAMILIES:
         return total, None
-    raise ValueError("unsupported PROXY v2 address family")
+    raise ValueError("unknown PROXY v2 address family")

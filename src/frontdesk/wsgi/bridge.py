@@ -17,6 +17,7 @@ from frontdesk.protocol import serialize
 from frontdesk.protocol.parser import Request
 from frontdesk.wsgi.environ import build_environ
 from frontdesk.wsgi.file_wrapper import FileWrapper
+from frontdesk.wsgi.proxy import forwarded_client
 from frontdesk.wsgi.response import Head, InvalidResponse, validate
 
 log = logging.getLogger("frontdesk.error")
@@ -47,9 +48,10 @@ class Outbox(Protocol):
     def push(self, channel: Any, data: Any, end: int) -> None: ...
 
 
-class _ClientGone(Exception):
-    """The connection closed under the response (not to be confused with the app's own
-    ConnectionErrors, e.g. to a backend, which are app failures and get a 500)."""
+class _ClientGone(ConnectionError):
+    """The connection closed under the response. A ConnectionError, so an app that catches
+    OSError around `write()` sees a familiar type; not to be confused with the app's own
+    ConnectionErrors (e.g. to a backend), which are app failures and get a 500."""
 
 
 def _push(outbox: Outbox, channel: Channel, data: bytes, end: int) -> None:
@@ -84,6 +86,7 @@ class _Response:
         "sent",
         "keep_alive",
         "code",
+        "overflowed",
     )
 
     def __init__(self, channel: Channel, request: Request, outbox: Outbox) -> None:
@@ -95,8 +98,12 @@ class _Response:
         self.head: Head | None = None  # the framing, once decided
         self.head_sent = False  # whether the status line and headers are on their way
         self.sent = 0
-        self.keep_alive = request.keep_alive
+        # False once the response itself must end the connection (the app's Connection: close,
+        # a body that breaks its framing); `request.keep_alive` is read when the head is made,
+        # because the loop clears it when the worker starts draining, even while the app runs.
+        self.keep_alive = True
         self.code = 0  # the status actually sent, for the access log
+        self.overflowed = False  # the app sent more than its Content-Length (reported once)
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -123,7 +130,7 @@ class _Response:
             self.headers,
             method=request.method,
             version=request.version,
-            keep_alive=self.keep_alive,
+            keep_alive=self.keep_alive and request.keep_alive,
             body_length=body_length,
         )
         self.head = head
@@ -132,22 +139,37 @@ class _Response:
         return head
 
     def write(self, data: bytes) -> None:
-        """Send one body chunk (also PEP 3333's legacy `write` callable)."""
+        """PEP 3333's `write` callable: the head goes out on its first call, even with b""."""
+        if not data and not self.head_sent:
+            if type(data) is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
+            head = self.head if self.head is not None else self._make_head(None)
+            self.head_sent = True
+            _push(self.outbox, self.channel, head.data, MORE)
+            return
+        self.send(data)
+
+    def send(self, data: bytes) -> bool:
+        """Send one body chunk; True once the response can take no more body (its
+        Content-Length is reached, or it has no body: HEAD, 204, 205, 304), so the caller
+        stops iterating (PEP 3333). Empty chunks before the head are skipped: the headers go
+        out with the first non-empty chunk."""
         if type(data) is not bytes:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
             data = bytes(data)
         if not data and not self.head_sent:
-            return  # PEP 3333: the headers go out with the first non-empty chunk
+            return False
         head = self.head if self.head is not None else self._make_head(None)
         prefix = b""
         if not self.head_sent:
             self.head_sent = True
             prefix = head.data
+        limit = head.content_length
         if head.has_body and data:
-            limit = head.content_length
             if limit is not None and self.sent + len(data) > limit:
-                if self.keep_alive:  # report once
+                if not self.overflowed:
+                    self.overflowed = True
                     log.error("%s %s: app sent more than its Content-Length (%d); truncated",
                               self.request.method, self.request.target.decode("latin-1"), limit)
                 data = data[: limit - self.sent]
@@ -159,6 +181,7 @@ class _Response:
             data = b""
         if prefix or data:
             _push(self.outbox, self.channel, prefix + data if prefix else data, MORE)
+        return not head.has_body or (limit is not None and self.sent >= limit)
 
     def finish(self) -> None:
         tail = b""
@@ -178,7 +201,12 @@ class _Response:
                 self.sent, head.content_length,
             )
             self.keep_alive = False
-        _push(self.outbox, self.channel, tail, DONE_KEEP_ALIVE if self.keep_alive else DONE_CLOSE)
+        _push(self.outbox, self.channel, tail, self.end())
+
+    def end(self) -> int:
+        """What the loop does after the last bytes (the loop may have cleared keep-alive since
+        the head went out: then the connection closes after a complete response)."""
+        return DONE_KEEP_ALIVE if self.keep_alive and self.request.keep_alive else DONE_CLOSE
 
 
 class Bridge:
@@ -197,9 +225,12 @@ class Bridge:
             log.warning("%s %s: waited over %.3g s for an app thread: answered 503",
                         request.method, request.target.decode("latin-1"), max_wait)
             channel.status = 503
-            data = serialize.overloaded_response(request.keep_alive,
-                                                 head_only=request.method == "HEAD")
-            self.outbox.push(channel, data, DONE_KEEP_ALIVE if request.keep_alive else DONE_CLOSE)
+            keep_alive = request.keep_alive
+            head_only = request.method == "HEAD"
+            data = serialize.overloaded_response(keep_alive, head_only=head_only)
+            self.outbox.push(channel, data, DONE_KEEP_ALIVE if keep_alive else DONE_CLOSE)
+            if channel.access_log is not None:
+                self._log_shed(channel, request, data, head_only)
             return
         response = _Response(channel, request, self.outbox)
         environ = build_environ(request, channel.environ_base, channel.proxy_trust)
@@ -213,11 +244,25 @@ class Bridge:
                 access_log.record(environ["REMOTE_ADDR"], request, response.code, response.sent,
                                   response.headers, request.started, rid, environ)
 
+    @staticmethod
+    def _log_shed(channel: Channel, request: Request, data: bytes, head_only: bool) -> None:
+        trust = channel.proxy_trust
+        address = forwarded_client(trust, request.headers) or channel.environ_base["REMOTE_ADDR"]
+        given = None
+        if trust is not None:
+            given = next((v.decode("latin-1") for n, v in request.headers
+                          if n.lower() == b"x-request-id"), None)
+        sent = 0 if head_only else len(data) - data.index(b"\r\n\r\n") - 4
+        channel.access_log.record(address, request, 503, sent, [], request.started,
+                                  request_id(given))
+
     def _call(self, response: _Response, environ: dict[str, Any]) -> None:
         request = response.request
-        channel = response.channel
         try:
             result = self.app(environ, response.start_response)
+        except _ClientGone:  # from the app's write(): the client left while the app ran
+            self._gone(response)
+            return
         except BaseException:  # SystemExit from an app thread must not strand the connection
             self._fail(response, "the app raised")
             return
@@ -225,7 +270,7 @@ class Bridge:
         try:
             loop_closes = self._send_result(response, result)
         except _ClientGone:
-            self.outbox.push(channel, b"", DONE_CLOSE)  # just release the connection
+            self._gone(response)
         except BaseException:
             self._fail(response, "the app's response failed")
         finally:
@@ -239,51 +284,66 @@ class Bridge:
 
     def _send_result(self, response: _Response, result: Any) -> bool:
         """Send the app's result; True when the loop took over calling its close()."""
-        channel = response.channel
         if (type(result) is list or type(result) is tuple) and not response.head_sent:
             # The whole body is known: one write, with Content-Length, no chunking.
             body = b"".join(result)
             head = response._make_head(len(body))
             if head.has_body:
                 if head.content_length is not None and len(body) != head.content_length:
-                    response.write(body)  # reports and closes on a length mismatch
+                    response.send(body)  # reports and closes on a length mismatch
                     response.finish()
                     return False
                 response.sent = len(body)
                 data = head.data + body
             else:
                 data = head.data
-            _push(self.outbox, channel, data, DONE_KEEP_ALIVE if response.keep_alive else DONE_CLOSE)
+            response.head_sent = True
+            _push(self.outbox, response.channel, data, response.end())
             return False
         if type(result) is FileWrapper and not response.head_sent:
             region = result.sendfile_region()
             if region is not None:
                 return self._send_file(response, result, *region)
-        for chunk in result:
+        self._stream(response, result)
+        return False
+
+    @staticmethod
+    def _stream(response: _Response, iterable: Any) -> None:
+        """Iterate the body until it ends or the response can take no more (PEP 3333: "stop
+        iterating over the response when enough data has been sent"), so an endless
+        generator behind a Content-Length or a HEAD never holds the thread."""
+        channel = response.channel
+        send = response.send
+        for chunk in iterable:
             if channel.closed:
                 raise _ClientGone
-            response.write(chunk)
+            if send(chunk):
+                break
         response.finish()
-        return False
 
     def _send_file(self, response: _Response, wrapper: FileWrapper, file: Any, offset: int,
                    count: int) -> bool:
         head = response._make_head(count)
         if head.content_length is not None and head.content_length != count:
             # The app declared another length than the file has: stream it the careful way.
-            for chunk in wrapper:
-                response.write(chunk)
-            response.finish()
+            self._stream(response, wrapper)
             return False
-        end = DONE_KEEP_ALIVE if response.keep_alive else DONE_CLOSE
+        response.head_sent = True
         if not head.has_body:
-            _push(self.outbox, response.channel, head.data, end)
+            _push(self.outbox, response.channel, head.data, response.end())
             return False
         _push(self.outbox, response.channel, head.data, MORE)
         response.sent = count
         # The loop closes the file after the transfer, so the thread is free at once.
-        self.outbox.push(response.channel, FileRegion(file, offset, count, wrapper.close), end)
+        self.outbox.push(response.channel, FileRegion(file, offset, count, wrapper.close),
+                         response.end())
         return True
+
+    def _gone(self, response: _Response) -> None:
+        request = response.request
+        log.debug("%s %s: the client closed the connection before the response was complete",
+                  request.method, request.target.decode("latin-1"))
+        self.outbox.push(response.channel, b"", DONE_CLOSE)  # just release the connection
 
     def _fail(self, response: _Response, what: str) -> None:
         request = response.request
@@ -292,9 +352,12 @@ class Bridge:
         if not response.head_sent:
             # Nothing sent yet, and the request was read whole: a plain 500 keeps the connection.
             response.code = response.channel.status = INTERNAL_ERROR
-            keep_alive = response.keep_alive
+            response.headers = []  # the app's headers were never sent: not for the access log
+            keep_alive = response.keep_alive and request.keep_alive
+            head_only = request.method == "HEAD"
             data = serialize.error_response(INTERNAL_ERROR, close=not keep_alive,
-                                            head_only=request.method == "HEAD")
+                                            head_only=head_only)
+            response.sent = 0 if head_only else len(data) - data.index(b"\r\n\r\n") - 4
             self.outbox.push(response.channel, data, DONE_KEEP_ALIVE if keep_alive else DONE_CLOSE)
         else:
             # Part of the response is on the wire already: the only honest signal left is to

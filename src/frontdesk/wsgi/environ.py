@@ -8,11 +8,11 @@ request costs one dict copy plus its headers.
 from __future__ import annotations
 
 import io
-import sys
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from frontdesk.protocol.parser import Request
+from frontdesk.wsgi.errors import error_stream
 from frontdesk.wsgi.file_wrapper import FileWrapper
 from frontdesk.wsgi.proxy import ProxyTrust, apply_forwarded
 
@@ -54,7 +54,7 @@ def connection_environ(
         "SCRIPT_NAME": root_path,
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": url_scheme,
-        "wsgi.errors": sys.stderr,
+        "wsgi.errors": error_stream,  # into the error log (--error-logfile), not stderr
         "wsgi.multithread": multithread,
         "wsgi.multiprocess": multiprocess,
         "wsgi.run_once": False,

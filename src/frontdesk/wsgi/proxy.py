@@ -5,15 +5,28 @@ always trusted, since the socket's permissions decide who connects) may set the 
 scheme and host the app sees. From anyone else the headers reach the app untouched in HTTP_*,
 but REMOTE_ADDR, wsgi.url_scheme, SERVER_NAME/PORT stay what the connection says.
 
-Through a chain of proxies the client is the right-most address that is not itself a trusted
-proxy: every proxy appends the address it received the request from, and only the entries
-appended by trusted proxies can be believed.
+The client address is found as nginx's realip module does with `real_ip_recursive on`: every
+proxy appends the address it received the request from, so the list is walked from the right,
+past addresses of known proxies (the networks listed in `--forwarded-allow-ips`), and the first
+address that is not one is the client. Entries further left were written by the client itself
+and are never believed; so the walk also stops at the first entry that is not an address
+(`unknown`, an obfuscated `_name`, a missing `for=`, junk) and keeps the last address it
+trusted: walking past junk would let the client's own entries win. When every entry is a known
+proxy, the left-most is the client.
+
+`*` trusts every peer as the proxy in front, but assumes nothing about the addresses inside the
+header: the right-most entry, the one the connecting proxy appended, is the client (werkzeug's
+`ProxyFix(x_for=1)`). Behind a chain of proxies, list their addresses or networks instead.
+
+Host and port are believed only when they are well-formed (RFC 3986 host, port 1-65535), and a
+host's name and port are applied together or not at all.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from typing import Any
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -49,10 +62,16 @@ class ProxyTrust:
         ]
 
     def trusts(self, address: str) -> bool:
+        """Whether the connected peer at `address` may speak for the client."""
         if self.everyone:
             return True
         if not address:  # a unix-socket peer
             return True
+        return self.is_proxy(address)
+
+    def is_proxy(self, address: str) -> bool:
+        """Whether an address named inside a forwarding header is a known proxy (listed in
+        `--forwarded-allow-ips`; `*` names none)."""
         try:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:
@@ -68,6 +87,201 @@ def proxy_trust_for(spec: str, headers: str = DEFAULT_FORWARDED_HEADERS) -> Prox
     return ProxyTrust(spec, headers)
 
 
+# -- the client address --------------------------------------------------------------------------
+
+_CACHED_MAX = 256  # header values up to this long are cached (the same chains come again)
+
+
+def forwarded_client(trust: ProxyTrust | None, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The client address the app sees as REMOTE_ADDR for a request with raw `headers` from a
+    peer with `trust` (None: an untrusted peer), or None when the believed headers name no
+    client, so the connection's own address stands.
+
+    The same answer as `build_environ` gives, from X-Forwarded-For or RFC 7239 Forwarded as
+    `--forwarded-headers` enables them, without building an environ: cheap enough for the
+    event loop to call per request (e.g. to key a rate limit); usual values are cached."""
+    if trust is None:
+        return None
+    believed = trust.headers
+    use_forwarded = "forwarded" in believed
+    use_xff = "x-forwarded-for" in believed
+    if not (use_forwarded or use_xff):
+        return None
+    forwarded = xff = None
+    for name, value in headers:
+        size = len(name)
+        if size == 9 and use_forwarded and name.lower() == b"forwarded":
+            forwarded = value if forwarded is None else forwarded + b", " + value
+        elif size == 15 and use_xff and name.lower() == b"x-forwarded-for":
+            xff = value if xff is None else xff + b", " + value
+    if forwarded is None and xff is None:
+        return None
+    # The environ carries header values as latin-1 text; decide on exactly the same text.
+    fwd_text = forwarded.decode("latin-1") if forwarded is not None else None
+    xff_text = xff.decode("latin-1") if xff is not None and fwd_text is None else None
+    client = _believed_client(trust, fwd_text, xff_text)
+    return client[0] if client is not None else None
+
+
+def _believed_client(trust: ProxyTrust, forwarded: str | None, xff: str | None
+                     ) -> tuple[str, str] | None:
+    """(address, port) of the client from a believed Forwarded (which wins) or X-Forwarded-For
+    value, or None."""
+    if len(forwarded or xff or "") <= _CACHED_MAX:
+        return _believed_client_cached(trust, forwarded, xff)
+    return _find_client(trust, forwarded, xff)
+
+
+def _find_client(trust: ProxyTrust, forwarded: str | None, xff: str | None
+                 ) -> tuple[str, str] | None:
+    if forwarded is not None:
+        hops = _parse_forwarded(forwarded)
+        nodes: list[str | None] = [hop.get("for") for hop in hops] if hops is not None else [None]
+    elif xff is not None:
+        nodes = [_unquote_node(node) for node in xff.split(",")]
+    else:
+        return None
+    client = None
+    for node in reversed(nodes):
+        parsed = _split_node(node) if node else None
+        if parsed is None:
+            break  # never walk past an entry that is not an address: left of it is the client's
+        client = parsed
+        if not trust.is_proxy(parsed[0]):
+            break
+    return client
+
+
+_believed_client_cached = functools.lru_cache(maxsize=4096)(_find_client)
+
+
+def _unquote_node(node: str) -> str:
+    node = node.strip()
+    if len(node) >= 2 and node[0] == '"' and node[-1] == '"':
+        node = node[1:-1]
+    return node
+
+
+def _split_node(node: str) -> tuple[str, str] | None:
+    """`1.2.3.4`, `1.2.3.4:5`, `[::1]`, `[::1]:5`, `::1` → (address, port); junk → None.
+    An obfuscated port (`_abc`, RFC 7239 §6.3) keeps the address without a port."""
+    if node.startswith("["):
+        address, bracket, rest = node[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:]
+    elif node.count(":") == 1:
+        address, port = node.split(":")
+    else:
+        address, port = node, ""
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return None  # "unknown", obfuscated identifiers (RFC 7239 §6.3), garbage
+    return address, port if _PORT.fullmatch(port) else ""
+
+
+# -- RFC 7239 ------------------------------------------------------------------------------------
+
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+# forwarded-pair = token "=" value; value = token / quoted-string (RFC 7230 §3.2.6). Unquoted
+# values are taken more loosely than a token (anything up to a separator), because proxies are
+# commonly configured to send `host=example.com:8443` or `for=[2001:db8::1]` unquoted.
+_FORWARDED_PAIR = re.compile(
+    r"[ \t]*(" + _TOKEN + r")="
+    r'(?:([^;,"\s\x00-\x1f\x7f]+)|"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\x7f])*)")'
+    r"[ \t]*"
+)
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
+def _parse_forwarded(value: str) -> list[dict[str, str]] | None:
+    if len(value) <= _CACHED_MAX:
+        return _parse_forwarded_cached(value)
+    return _parse_forwarded_uncached(value)
+
+
+def _parse_forwarded_uncached(value: str) -> list[dict[str, str]] | None:
+    """RFC 7239 §4 → one dict per element (hop), left to right; None when malformed (then
+    nothing in it is believed: a client could otherwise use a broken quote to hide the
+    elements appended after its own)."""
+    hops: list[dict[str, str]] = []
+    hop: dict[str, str] = {}
+    pos, end = 0, len(value)
+    while True:
+        match = _FORWARDED_PAIR.match(value, pos)
+        if match is not None:
+            name, token, quoted = match.groups()
+            name = name.lower()
+            if name in hop:
+                return None  # §4: each parameter at most once per element
+            hop[name] = token if token is not None else _QUOTED_PAIR.sub(r"\1", quoted)
+            pos = match.end()
+        else:
+            while pos < end and value[pos] in " \t":
+                pos += 1  # an empty pair or element is allowed
+        if pos >= end:
+            hops.append(hop)
+            return hops
+        separator = value[pos]
+        pos += 1
+        if separator == ",":
+            hops.append(hop)
+            hop = {}
+        elif separator != ";":
+            return None
+
+
+_parse_forwarded_cached = functools.lru_cache(maxsize=1024)(_parse_forwarded_uncached)
+
+
+# -- host and port -------------------------------------------------------------------------------
+
+_PORT = re.compile(r"[0-9]{1,5}")
+# RFC 3986 §3.2.2 reg-name (which includes IPv4address): unreserved / pct-encoded / sub-delims
+_REG_NAME = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
+
+
+def _valid_port(port: str) -> str | None:
+    if _PORT.fullmatch(port) and 0 < int(port) <= 65535:
+        return str(int(port))
+    return None
+
+
+def _parse_host(host: str) -> tuple[str, str] | None:
+    """An RFC 3986 `host [":" port]` → (name, port or ""); None unless it is well-formed ASCII
+    with a port 1-65535 (an empty port after ':' is allowed, as in a URI)."""
+    if len(host) > 255:
+        return None
+    if host.startswith("["):
+        literal, bracket, rest = host[1:].partition("]")
+        if not bracket:
+            return None
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            return None
+        if "%" in literal:
+            return None  # a zone id is not part of a URI's host (RFC 6874 aside)
+        name = "[" + literal + "]"
+    else:
+        name, colon, port_text = host.partition(":")
+        rest = colon + port_text
+        if not _REG_NAME.fullmatch(name):
+            return None
+    if not rest:
+        return name, ""
+    if not rest.startswith(":"):
+        return None
+    port_text = rest[1:]
+    if not port_text:
+        return name, ""
+    port = _valid_port(port_text)
+    return (name, port) if port is not None else None
+
+
+# -- the environ ---------------------------------------------------------------------------------
+
 _FORWARDED_KEYS = ("HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
                    "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT")
 
@@ -78,22 +292,23 @@ def apply_forwarded(environ: dict[str, Any], trust: ProxyTrust) -> None:
         return
     believed = trust.headers
     proto = host = port = None
-    addresses: list[str] | None = None
+    client = None
     if "forwarded" in believed and "HTTP_FORWARDED" in environ:
-        hops = _parse_forwarded(environ["HTTP_FORWARDED"])
-        addresses = [hop.get("for", "") for hop in hops]
-        nearest = hops[-1] if hops else {}
-        proto, host = nearest.get("proto"), nearest.get("host")
+        value = environ["HTTP_FORWARDED"]
+        client = _believed_client(trust, value, None)
+        hops = _parse_forwarded(value)
+        if hops:
+            nearest = hops[-1]  # the element the connecting proxy added
+            proto, host = nearest.get("proto"), nearest.get("host")
     else:
         if "x-forwarded-for" in believed and "HTTP_X_FORWARDED_FOR" in environ:
-            addresses = [a.strip() for a in environ["HTTP_X_FORWARDED_FOR"].split(",")]
+            client = _believed_client(trust, None, environ["HTTP_X_FORWARDED_FOR"])
         if "x-forwarded-proto" in believed:
             proto = _last(environ.get("HTTP_X_FORWARDED_PROTO"))
         if "x-forwarded-host" in believed:
             host = _last(environ.get("HTTP_X_FORWARDED_HOST"))
         if "x-forwarded-port" in believed:
             port = _last(environ.get("HTTP_X_FORWARDED_PORT"))
-    client = _client(addresses, trust) if addresses else None
     if client is not None:
         address, client_port = client
         environ["REMOTE_ADDR"] = address
@@ -107,56 +322,18 @@ def apply_forwarded(environ: dict[str, Any], trust: ProxyTrust) -> None:
                 environ["HTTPS"] = "on"
         else:
             proto = None
-    if host and _plausible_host(host):
+    # A header that is not well-formed counts as absent; a host's name and port go together.
+    parsed_host = _parse_host(host) if host else None
+    port = _valid_port(port) if port else None
+    if parsed_host is not None:
+        name, host_port = parsed_host
         environ["HTTP_HOST"] = host
-        name, host_port = _split_host(host)
         environ["SERVER_NAME"] = name
         port = port or host_port
-    if not port and (proto or host):
+    if not port and (proto or parsed_host is not None):
         port = "443" if environ["wsgi.url_scheme"] == "https" else "80"
-    if port and port.isdigit():
+    if port:
         environ["SERVER_PORT"] = port
-
-
-def _client(addresses: list[str], trust: ProxyTrust) -> tuple[str, str] | None:
-    """The right-most address not belonging to a trusted proxy, with its port if given."""
-    parsed = [_split_node(a) for a in addresses if a]
-    parsed = [p for p in parsed if p is not None]
-    if not parsed:
-        return None
-    for address, port in reversed(parsed):
-        if not trust.trusts(address):
-            return address, port
-    return parsed[0]
-
-
-def _split_node(node: str) -> tuple[str, str] | None:
-    """`1.2.3.4`, `1.2.3.4:5`, `[::1]`, `[::1]:5`, `::1` → (address, port); junk → None."""
-    node = node.strip().strip('"')
-    if node.startswith("["):
-        address, _, rest = node[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif node.count(":") == 1:
-        address, port = node.split(":")
-    else:
-        address, port = node, ""
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return None  # "unknown", obfuscated identifiers (RFC 7239 §6.3), garbage
-    return address, port if port.isdigit() else ""
-
-
-def _parse_forwarded(value: str) -> list[dict[str, str]]:
-    hops = []
-    for element in value.split(","):
-        hop = {}
-        for pair in element.split(";"):
-            name, sep, val = pair.partition("=")
-            if sep:
-                hop[name.strip().lower()] = val.strip().strip('"')
-        hops.append(hop)
-    return hops
 
 
 def _last(value: str | None) -> str | None:
@@ -164,15 +341,3 @@ def _last(value: str | None) -> str | None:
     if not value:
         return None
     return value.rsplit(",", 1)[-1].strip() or None
-
-
-def _split_host(host: str) -> tuple[str, str]:
-    if host.startswith("["):
-        name, _, rest = host.partition("]")
-        return name + "]", rest[1:] if rest.startswith(":") else ""
-    name, _, port = host.partition(":")
-    return name, port
-
-
-def _plausible_host(host: str) -> bool:
-    return all(c.isalnum() or c in ".-:[]_" for c in host) and len(host) < 256

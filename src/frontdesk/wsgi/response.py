@@ -1,18 +1,42 @@
-"""Validation and serialisation of what a WSGI app gives `start_response`. Pure: no I/O."""
+"""Validation and serialisation of what a WSGI app gives `start_response`. No I/O, except a
+warning in the error log the first time a worker drops a hop-by-hop header from an app.
+
+Framing is the server's job: hop-by-hop fields from the app (PEP 3333 forbids them; the list is
+RFC 9110 §7.6.1's plus the old ones wsgiref.util.is_hop_by_hop knows) are dropped, except that
+`Connection: close` is honoured by closing after the response. `Date` and `Server` are the
+server's own and replace the app's.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 
 from frontdesk.protocol import serialize
 
+log = logging.getLogger("frontdesk.error")
+
 # RFC 9110 §5.1 token; field values may hold HTAB, SP, VCHAR and obs-text but no other controls.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
-_STATUS = re.compile(r"[1-9][0-9][0-9] [^\x00-\x08\x0a-\x1f\x7f]*")
-# Framing is the server's job; an app must not send hop-by-hop fields (PEP 3333).
-_DROPPED = frozenset(("connection", "transfer-encoding", "keep-alive", "upgrade", "date", "server"))
-_NO_BODY_STATUS = frozenset((204, 304))
+# RFC 9110 §15: three digits, 100-599 (1xx is refused below: it is not a final answer).
+_STATUS = re.compile(r"[1-5][0-9][0-9] [^\x00-\x08\x0a-\x1f\x7f]*")
+_HOP_BY_HOP = frozenset((
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "trailers",
+    "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization",
+))
+_DROPPED = _HOP_BY_HOP | {"date", "server"}
+# RFC 9110 §15.3.5, §15.3.6, §15.4.5: never a body (205 says so with Content-Length: 0).
+_NO_BODY_STATUS = frozenset((204, 205, 304))
+_warned: set[str] = set()  # hop-by-hop names already reported by this worker
+
+
+def _drop_warning(name: str) -> None:
+    lname = name.lower()
+    if lname not in _warned:
+        _warned.add(lname)
+        log.warning("the app sent the hop-by-hop header %r: dropped (the server frames "
+                    "responses; reported once per worker)", name)
 
 
 class InvalidResponse(ValueError):
@@ -66,16 +90,24 @@ class Head:
         for name, value in headers:
             lname = name.lower()
             if lname in _DROPPED:
-                if lname == "connection" and "close" in value.lower():
-                    keep_alive = False
+                if lname == "connection":
+                    tokens = [t.strip().lower() for t in value.split(",")]
+                    if "close" in tokens:
+                        keep_alive = False
+                    if any(t != "close" for t in tokens):
+                        _drop_warning(name)
+                elif lname in _HOP_BY_HOP:
+                    _drop_warning(name)
                 continue
             if lname == "content-length":
-                if not value.isdigit() or content_length is not None:
+                if not (value.isascii() and value.isdigit()) or content_length is not None:
                     raise InvalidResponse(f"invalid Content-Length from the app: {value!r}")
-                if code == 204:
-                    continue  # RFC 9110 §8.6: never on a 204
+                if code == 204 or code == 205:
+                    continue  # RFC 9110 §8.6: never on a 204; a 205 gets 0 below
                 content_length = int(value)
             lines += (name, ": ", value, "\r\n")
+        if code == 205:
+            lines.append("Content-Length: 0\r\n")  # RFC 9110 §15.3.6
         chunked = False
         if content_length is None and code >= 200 and code not in _NO_BODY_STATUS:
             if body_length is not None and (body_length or method != "HEAD"):
