@@ -118,3 +118,16 @@ def test_shed_requests_are_logged_once_a_second_not_each(server_factory):
     assert statuses == [503] * 30
     counts = [int(m) for m in re.findall(r"answered 503 to (\d+) request\(s\)", server.log)]
     assert 1 <= len(counts) <= 3 and sum(counts) == 30, server.log
+
+
+def test_a_response_made_after_the_drain_began_says_connection_close(server_factory):
+    # The app is still running when TERM arrives: its response closes the connection instead
+    # of promising keep-alive the draining worker will not keep.
+    server = server_factory("tests.apps:router", "--workers", "1")
+    with socket.create_connection((server.host, server.port)) as sock:
+        sock.sendall(b"GET /sleep?1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        out = read_until_close(sock, timeout=10)
+    head = out.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"\r\nConnection: close" in head

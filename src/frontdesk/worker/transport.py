@@ -50,17 +50,17 @@ Operations, all decided in the loop before a request reaches the pool, and all f
 * X-Request-Start from a trusted proxy (only read when metrics or `--max-queue-time` are on):
   the time the request spent before reaching us counts as queue time (`upstream`).
 
-The rate limit's client address is REMOTE_ADDR as the connection knows it (after the PROXY
-protocol); from a trusted proxy that X-Forwarded-For is believed from, the right-most address in
-it that is not itself a trusted proxy, as `frontdesk.wsgi.proxy` decides for the app. (The app's
-environ is built later, in the app thread; this is the same rule, computed on the raw header.)
+The rate limit's client address, and the one the loop's own access-log lines show, is the
+address the app sees as REMOTE_ADDR: the connection's (after the PROXY protocol), or from a
+trusted proxy the client its believed X-Forwarded-For or Forwarded names. The app's environ is
+built later, in the app thread; `frontdesk.wsgi.proxy.forwarded_client` applies the same rule to
+the raw headers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import logging
 import math
 import os
@@ -79,7 +79,7 @@ from frontdesk.protocol import proxy_protocol
 from frontdesk.protocol import serialize
 from frontdesk.wsgi.bridge import DONE_CLOSE, DONE_KEEP_ALIVE, MORE
 from frontdesk.wsgi.environ import connection_environ, split_target
-from frontdesk.wsgi.proxy import ProxyTrust, proxy_trust_for
+from frontdesk.wsgi.proxy import ProxyTrust, forwarded_client, proxy_trust_for
 
 if TYPE_CHECKING:
     from frontdesk.worker.process import Worker
@@ -462,7 +462,7 @@ class HttpConnection(asyncio.Protocol):
             given = next((v.decode("latin-1") for n, v in request.headers
                           if n.lower() == b"x-request-id"), None)
         self.access_log.record(  # type: ignore[union-attr]
-            self.environ_base["REMOTE_ADDR"], request, status, sent, headers,
+            self._client_address(request), request, status, sent, headers,
             request.started, logs.request_id(given),
         )
 
@@ -503,15 +503,16 @@ class HttpConnection(asyncio.Protocol):
     def _answer_local(self, request: parsing.Request, status: int, extra: bytes) -> None:
         """A small text/plain answer the loop makes itself, logged and counted like any other."""
         self.status = status
-        if self.access_log is not None:
-            self._log_local(request, status, 0, [])
         data = serialize.error_response(status, close=not request.keep_alive, extra=extra,
                                         head_only=request.method == "HEAD")
+        if self.access_log is not None:
+            body = data[data.index(b"\r\n\r\n") + 4:]
+            self._log_local(request, status, len(body), [])
         self.deliver(data, DONE_KEEP_ALIVE if request.keep_alive else DONE_CLOSE)
 
     def _over_rate(self, request: parsing.Request, limiter: RateLimiter) -> bool:
         """--limit-req: True if the client is over its rate (answered 429 here)."""
-        wait = limiter.check(self._client_key(request), request.started)
+        wait = limiter.check(self._client_address(request), request.started)
         if not wait:
             return False
         if self.metrics is not None:
@@ -519,19 +520,11 @@ class HttpConnection(asyncio.Protocol):
         self._answer_local(request, 429, b"Retry-After: %d\r\n" % math.ceil(wait))
         return True
 
-    def _client_key(self, request: parsing.Request) -> str:
-        """The client address the rate limit counts against (module docstring)."""
-        address: str = self.environ_base["REMOTE_ADDR"]
-        trust = self.proxy_trust
-        if trust is None or "x-forwarded-for" not in trust.headers:
-            return address
-        hops = None
-        for name, value in request.headers:
-            if len(name) == 15 and name.lower() == b"x-forwarded-for":
-                hops = value if hops is None else hops + b"," + value
-        if hops is None:
-            return address
-        return _forwarded_client(trust, hops) or address
+    def _client_address(self, request: parsing.Request) -> str:
+        """The client address the app sees, for the rate limit and the loop's own access-log
+        lines (module docstring)."""
+        return (forwarded_client(self.proxy_trust, request.headers)
+                or self.environ_base["REMOTE_ADDR"])
 
     def _queued_upstream(self, request: parsing.Request) -> bool:
         """X-Request-Start from a trusted proxy: the time before this server counts as queue time
@@ -653,8 +646,10 @@ class HttpConnection(asyncio.Protocol):
         """Graceful stop: every response from now on closes the connection; one with nothing in
         progress may still send a request for `grace` seconds (module docstring)."""
         self._keep_alive = False
-        if self._current is not None:
-            self._current.keep_alive = False  # a head not made yet says Connection: close
+        if self._current is not None and not self.parser.requests:
+            # The last request received: a head not made yet says Connection: close. (Requests
+            # queued behind it are answered, the last of them with Connection: close.)
+            self._current.keep_alive = False
         if self.closing or self._lingering:
             return
         if not self.busy and not self.parser.requests and self.parser.state == parsing.IDLE:
@@ -847,43 +842,6 @@ class RateLimiter:
 
     def describe(self) -> str:
         return f"{self.rate:g},{self.burst}"
-
-
-def _forwarded_client(trust: ProxyTrust, hops: bytes) -> str | None:
-    """The right-most X-Forwarded-For address not of a trusted proxy (all trusted: the left-most),
-    as `frontdesk.wsgi.proxy` picks REMOTE_ADDR. Usual values are cached (the same clients and
-    proxy chains come again); long ones are not, so the cache stays small (about 1 MB at most)."""
-    if len(hops) <= 256:
-        return _forwarded_client_cached(trust, hops)
-    return _find_forwarded_client(trust, hops)
-
-
-def _find_forwarded_client(trust: ProxyTrust, hops: bytes) -> str | None:
-    first = None
-    for node in reversed(hops.split(b",")):
-        address = _node_address(node.strip().strip(b'"').decode("latin-1"))
-        if address is None:
-            continue
-        if not trust.trusts(address):
-            return address
-        first = address
-    return first
-
-
-_forwarded_client_cached = functools.lru_cache(maxsize=4096)(_find_forwarded_client)
-
-
-def _node_address(node: str) -> str | None:
-    """`1.2.3.4`, `1.2.3.4:5`, `[::1]`, `[::1]:5`, `::1` → the address; junk → None."""
-    if node.startswith("["):
-        node = node[1:].partition("]")[0]
-    elif node.count(":") == 1:
-        node = node.partition(":")[0]
-    try:
-        ipaddress.ip_address(node)
-    except ValueError:
-        return None
-    return node
 
 
 # `t=` then seconds with a fraction (nginx `t=${msec}`), or whole milliseconds (Heroku) or
