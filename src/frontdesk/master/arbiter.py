@@ -467,9 +467,13 @@ class Arbiter:
 
     def _next_deadline(self, now: float) -> float:
         deadline = now + 1.0
+        timeout = self.config.timeout
         for worker in self.workers.values():
-            if worker.kill_at and not worker.killed:
-                deadline = min(deadline, worker.kill_at)
+            if worker.kill_at:
+                if not worker.killed:
+                    deadline = min(deadline, worker.kill_at)
+            else:  # a worker's silence is noticed when it passes --timeout, not up to 1 s later
+                deadline = min(deadline, worker.last_beat + timeout + 0.001)
         if self.next_spawn > now:
             deadline = min(deadline, self.next_spawn)
         if self.drain_until:
