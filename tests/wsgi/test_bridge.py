@@ -275,7 +275,7 @@ def test_server_made_500_logs_the_bytes_it_sent(raw, sent):
     wire = Wire()
     wire.access_log = AccessLog()
     run(app, raw, wire)
-    ((_, _, status, logged_sent, headers, _, _),) = wire.access_log.records
+    ((_, _, status, logged_sent, headers, *_),) = wire.access_log.records
     assert (status, logged_sent, headers) == (500, sent, [])
     assert len(wire.data.partition(b"\r\n\r\n")[2]) == sent
 
@@ -287,7 +287,7 @@ def test_request_shed_for_queue_time_is_access_logged():
     request = parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     request.started -= 1
     Bridge(app_returning("200 OK", [], [b"never"]), wire).handle(wire, request)
-    ((address, _, status, sent, _, _, _),) = wire.access_log.records
+    ((address, _, status, sent, *_),) = wire.access_log.records
     assert (address, status) == ("127.0.0.1", 503)
     assert sent == len(wire.data.partition(b"\r\n\r\n")[2]) > 0
 
