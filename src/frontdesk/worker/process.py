@@ -63,6 +63,7 @@ from frontdesk import logs
 from frontdesk.master import common
 from frontdesk.protocol import serialize
 from frontdesk.protocol.parser import Limits
+from frontdesk.worker.acceptor import Acceptor
 from frontdesk.worker.pool import Outbox, ThreadPool
 from frontdesk.worker.transport import (
     DRAIN_IDLE_GRACE,
@@ -136,7 +137,7 @@ class Worker:
         self.shed_count = 0
         self.shed_reason = ""
         self._master_pid = os.getppid() if master_fd is not None else 0
-        self._servers: list[asyncio.AbstractServer] = []
+        self._acceptors: list[Acceptor] = []
         self._stopped: asyncio.Future[None] | None = None
         self._fast = False
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -190,10 +191,9 @@ class Worker:
             common.register_stack_dump()
             common.set_title(f"frontdesk: worker [{self.config.app}]")
         for sock in sockets:
-            server = await loop.create_server(
-                lambda: HttpConnection(self), sock=sock, backlog=self.config.backlog
-            )
-            self._servers.append(server)
+            acceptor = Acceptor(loop, sock, lambda: HttpConnection(self))
+            acceptor.start()
+            self._acceptors.append(acceptor)
         self._tick()
         if self.master_fd is not None and self.config.timeout < 4 * BEAT_EVERY:
             self._beat()
@@ -251,11 +251,13 @@ class Worker:
     async def _drain(self) -> int:
         """Stop accepting; finish in-flight requests up to the graceful timeout; close."""
         self.draining = True
-        for server in self._servers:
-            server.close()
+        for acceptor in self._acceptors:
+            acceptor.close()
         # A connection accepted just before the close gets its connection_made() in a later loop
         # iteration: let those run, or the process could exit holding a connection nobody saw.
-        for _ in range(3):
+        for _ in range(100):
+            if not any(acceptor.pending for acceptor in self._acceptors):
+                break
             await asyncio.sleep(0)
         if self._fast:
             self._abort_all()
