@@ -180,9 +180,12 @@ class Worker:
 
     async def _serve(self, sockets: list[socket.socket], on_ready: Callable[[], None] | None) -> int:
         loop = self.loop
-        stopped = self._stopped = loop.create_future()
+        self._stopped = loop.create_future()
         loop.add_signal_handler(signal.SIGTERM, self.stop)
-        loop.add_signal_handler(signal.SIGINT, lambda: self.stop(not stopped.done()))  # 2nd: fast
+        interrupts = itertools.count(1).__next__
+        # The second INT is a fast stop, whatever came between: the master's TERM for the same
+        # Ctrl-C may well be handled first.
+        loop.add_signal_handler(signal.SIGINT, lambda: self.stop(interrupts() == 1))
         loop.add_signal_handler(signal.SIGQUIT, self.stop, False)
         loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
         if self.master_fd is not None:
