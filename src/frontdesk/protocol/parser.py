@@ -30,7 +30,8 @@ an endless header or trailer value, or an endless chunk extension, costs a bound
 
 The protocol name and HTTP/0.9 need the raw request line, which llhttp does not hand over: the
 bytes a message's head arrived in are searched for the target followed by its protocol (see
-`_check_request_line`). That costs two substring scans of each read, nothing per header.
+`_check_request_line`). A read that begins with the request's own line costs one `startswith`;
+others (pipelined or split requests) one scan per read for the other protocols' names.
 
 No socket, loop, clock or thread here: the transport feeds bytes and reads `requests`.
 """
@@ -178,6 +179,7 @@ class RequestParser:
         "_began_this_feed",
         "_data",
         "_odd_protocol",
+        "_read_starts_message",
         "_head_parts",
         "_body_parts",
         "_body_file",
@@ -211,7 +213,8 @@ class RequestParser:
         # The read being parsed, whether it may name another protocol, and the earlier reads of
         # a head that spans several: for `_check_request_line` (module docstring).
         self._data = b""
-        self._odd_protocol = False
+        self._odd_protocol: bool | None = None
+        self._read_starts_message = False  # the read being parsed begins with a message
         self._head_parts: list[bytes] | None = None
         self._body_parts: list[bytes] = []
         self._body_file: BinaryIO | None = None
@@ -227,7 +230,8 @@ class RequestParser:
                 self._take_upgrade_body(data)
             return  # bytes after an Upgrade request are not HTTP/1.1; ignore them
         self._data = data
-        self._odd_protocol = b"RTSP/" in data or b"ICE/" in data
+        self._odd_protocol = None  # scanned for at most once per read, when needed
+        self._read_starts_message = self.state == IDLE
         request = self._request
         progress = (request.body_size, self._fields) if request is not None else None
         try:
@@ -362,7 +366,7 @@ class RequestParser:
         lname = name.lower()
         if lname == b"host":
             self._hosts += 1
-            if not _valid_host(value):
+            if value not in _VALID_HOSTS and not _valid_host(value):
                 self._fail(400, "invalid Host header")  # RFC 9112 §3.2
         elif lname == b"content-length":
             self._content_length = int(value)  # llhttp accepted only digits here
@@ -398,10 +402,21 @@ class RequestParser:
         method = parser.get_method()
         request.method = _METHODS.get(method) or method.decode("ascii")
         request.target = self._url[0] if len(self._url) == 1 else b"".join(self._url)
-        self._check_request_line(method, request.target)
-        if len(method) + len(request.target) + _REQUEST_LINE_EXTRA > self._limits.request_line:
+        if self._read_starts_message and self._head_parts is None:
+            # The usual case, one call: the read begins with this request's line, whose
+            # protocol name then starts right after the target (leading CRLFs, which llhttp
+            # skips, only ever make this miss, never pass wrongly).
+            self._read_starts_message = False  # the next request of this read begins later
+            if not self._data.startswith(b" HTTP/", len(method) + 1 + len(request.target)):
+                self._check_request_line(method, request.target)
+        else:
+            self._read_starts_message = False
+            self._check_request_line(method, request.target)
+        line = len(method) + len(request.target) + _REQUEST_LINE_EXTRA
+        limits = self._limits
+        if line > limits.request_line:
             self._fail(414, "request line too long")
-        if self._section_bytes + len(method) + _REQUEST_LINE_EXTRA + 4 > self._limits.header_size:
+        if self._section_bytes + line - len(request.target) + 4 > limits.header_size:
             self._fail(431, "request header section too large")
         if request.target[:1] != b"/" and not _is_absolute_form(request.target):
             # RFC 9112 §3.2: authority-form is for CONNECT to a proxy, which this is not;
@@ -442,6 +457,8 @@ class RequestParser:
         else:
             region = self._data
             suspect = self._odd_protocol
+            if suspect is None:  # pipelined requests: one scan of the read for all of them
+                suspect = self._odd_protocol = b"RTSP/" in region or b"ICE/" in region
         if suspect and (b"%b %b RTSP/" % (method, target) in region
                         or b"%b %b ICE/" % (method, target) in region):
             self._fail(400, "not an HTTP request line")
