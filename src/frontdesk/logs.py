@@ -113,24 +113,25 @@ class _ReportOnce:
         except Exception:  # stderr itself is gone: nothing left to tell
             pass
 
-    def _wrote(self) -> None:
-        self._failing = False
-
-
-class StreamHandler(_ReportOnce, logging.StreamHandler):  # type: ignore[type-arg]
-    """`logging.StreamHandler` that reports a failing stream once (see `_ReportOnce`)."""
-
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            msg = self.format(record)
-            self.stream.write(msg + self.terminator)
-            self.flush()
+            self._prepare()
+            msg = self.format(record)  # type: ignore[attr-defined]
+            self.stream.write(msg + self.terminator)  # type: ignore[attr-defined]
+            self.flush()  # type: ignore[attr-defined]
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
         else:
-            self._wrote()
+            self._failing = False
+
+    def _prepare(self) -> None:
+        """Before each line: make sure there is a stream to write to."""
+
+
+class StreamHandler(_ReportOnce, logging.StreamHandler):  # type: ignore[type-arg]
+    """`logging.StreamHandler` that reports a failing stream once (see `_ReportOnce`)."""
 
 
 class WatchedFileHandler(_ReportOnce, logging.handlers.WatchedFileHandler):
@@ -140,21 +141,11 @@ class WatchedFileHandler(_ReportOnce, logging.handlers.WatchedFileHandler):
     not open, raised out of any log call. While the file cannot be opened each line tries
     again. Usable in a --log-config as `frontdesk.logs.WatchedFileHandler`."""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.reopenIfNeeded()
-            if self.stream is None:
-                self.stream = self._open()
-                self._statstream()  # else the next line would see a "new" file and reopen
-            msg = self.format(record)
-            self.stream.write(msg + self.terminator)
-            self.flush()
-        except RecursionError:
-            raise
-        except Exception:
-            self.handleError(record)
-        else:
-            self._wrote()
+    def _prepare(self) -> None:
+        self.reopenIfNeeded()
+        if self.stream is None:
+            self.stream = self._open()
+            self._statstream()  # else the next line would see a "new" file and reopen
 
 
 def reopen_files() -> int:
