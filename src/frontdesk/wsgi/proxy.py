@@ -288,7 +288,7 @@ _FORWARDED_KEYS = ("HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_P
 
 def apply_forwarded(environ: dict[str, Any], trust: ProxyTrust) -> None:
     """Rewrite the connection facts in `environ` from a trusted proxy's believed headers."""
-    if not any(key in environ for key in _FORWARDED_KEYS):
+    if environ.keys().isdisjoint(_FORWARDED_KEYS):
         return
     believed = trust.headers
     proto = host = port = None
