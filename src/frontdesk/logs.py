@@ -30,6 +30,7 @@ from frontdesk.errors import ConfigError
 
 ACCESS_LOGGER = "frontdesk.access"
 ERROR_LOGGER = "frontdesk.error"
+APP_LOGGER = "frontdesk.error.app"  # what apps write to wsgi.errors (frontdesk.wsgi.errors)
 ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 ERROR_DATEFMT = "%Y-%m-%d %H:%M:%S %z"
 
@@ -62,6 +63,8 @@ def configure(config: Any) -> None:
     error.addHandler(handler)
     error.setLevel(config.log_level.upper())
     error.propagate = False
+    # What apps write to wsgi.errors is logged at ERROR; --log-level critical must not hide it.
+    logging.getLogger(APP_LOGGER).setLevel(logging.ERROR)
     access = logging.getLogger(ACCESS_LOGGER)
     handler = (_handler("access_log", config.access_log, sys.stdout, "%(message)s", None)
                if config.access_log else None)
@@ -70,6 +73,16 @@ def configure(config: Any) -> None:
     access.setLevel(logging.INFO)
     if handler is not None:
         access.addHandler(handler)
+
+
+def reclaim() -> None:
+    """After the app is imported: an app that sets up logging with `dictConfig` at import (as
+    Flask's documentation shows) disables every logger that exists then and that it does not
+    name (`disable_existing_loggers`), the server's own among them: its error log, wsgi.errors
+    and the access log would go silent. A dictConfig that names them configures them instead,
+    and that is kept."""
+    for name in (ERROR_LOGGER, APP_LOGGER, ACCESS_LOGGER):
+        logging.getLogger(name).disabled = False
 
 
 def _handler(setting: str, target: str, default_stream: Any, fmt: str, datefmt: str | None

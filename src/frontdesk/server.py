@@ -56,9 +56,12 @@ def build_static(config: Any) -> Any:
 
 
 def _app_loader(config: Any) -> Callable[..., Any]:
+    from frontdesk import logs
     from frontdesk.loader import load_app
 
-    return load_app(config.app, chdir=config.chdir, pythonpath=tuple(config.pythonpath))
+    app = load_app(config.app, chdir=config.chdir, pythonpath=tuple(config.pythonpath))
+    logs.reclaim()  # the app's own logging set-up must not silence the server's logs
+    return app
 
 
 def _config_reloader(start_cwd: str) -> Callable[[], Any]:

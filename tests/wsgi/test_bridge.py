@@ -381,3 +381,18 @@ def test_file_wrapper_goes_to_the_loop_as_a_region(tmp_path):
     assert isinstance(wire.pushed[-1][0], FileRegion) and wire.end == DONE_KEEP_ALIVE
     assert wire.data.endswith(b"Content-Length: 100\r\nServer: frontdesk\r\n\r\n" + b"B" * 100)
     wire.pushed[-1][0].close()
+
+
+def test_headers_added_to_the_list_after_start_response_never_reach_the_wire(caplog):
+    # wsgiref keeps the app's list; an app may append to it later. What goes out is what was
+    # validated: a CR/LF smuggled in afterwards must not become a header of its own.
+    def app(environ, start_response):
+        headers = [("Content-Type", "text/plain")]
+        start_response("200 OK", headers)
+        headers.append(("X-Evil", "a\r\nSet-Cookie: pwned=1"))
+        return [b"body"]
+
+    wire = Wire()
+    run(app, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", wire)
+    assert b"pwned" not in wire.data and b"X-Evil" not in wire.data
+    assert wire.data.endswith(b"\r\n\r\nbody")

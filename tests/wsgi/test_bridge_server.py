@@ -62,3 +62,17 @@ def test_wsgi_errors_and_flask_logger_reach_the_error_logfile(tmp_path):
             proc.wait(5)
     stderr = proc.stderr.read() if proc.stderr else ""
     assert "wsgi.errors" not in stderr and "Flask app" not in stderr  # not on stderr
+
+
+def test_an_app_configuring_logging_at_import_does_not_silence_the_server(server_factory):
+    # Flask's documented dictConfig disables the loggers that exist at import time, the
+    # server's among them; they are taken back once the app is loaded.
+    server = server_factory("tests.wsgi.dictconfig_app:app", "--workers", "1")
+    for target in (b"/", b"/raise"):
+        with socket.create_connection((server.host, server.port), timeout=5) as sock:
+            sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % target)
+            read_until_close(sock)
+    wait_for(lambda: "RuntimeError: boom from the app" in server.log, 5)
+    assert "[ERROR] a line the app wrote to wsgi.errors" in server.log  # in the server's format
+    assert "[ERROR] GET /raise: the app raised" in server.log
+

@@ -118,7 +118,9 @@ class _Response:
             raise AssertionError("start_response called a second time without exc_info")
         validate(status, headers)
         self.status = status
-        self.headers = headers
+        # A copy: the app may change its list after this call, and what goes out is what was
+        # validated (a CR/LF appended later must not reach the wire).
+        self.headers = headers[:]
         return self.write
 
     def _make_head(self, body_length: int | None) -> Head:

@@ -14,7 +14,9 @@ import logging
 import threading
 from typing import Iterable
 
-LOGGER = "frontdesk.error.app"
+from frontdesk.logs import APP_LOGGER
+
+LOGGER = APP_LOGGER
 _MAX_PENDING = 65536  # a partial line longer than this is logged as it is
 
 
