@@ -413,6 +413,38 @@ def test_http09_request_line_is_400_without_waiting_for_headers():
     assert error == 400
 
 
+def feed_all(*pieces: bytes, limits: Limits | None = None):
+    parser = RequestParser(limits or Limits())
+    try:
+        for piece in pieces:
+            parser.feed(piece)
+    except ProtocolError as exc:
+        return [r.target for r in parser.requests], exc.status
+    return [r.target for r in parser.requests], None
+
+
+def test_rtsp_line_split_where_a_read_also_completes_a_field_is_still_400():
+    assert feed_all(b"GET /x RTS", b"P/1.0\r\nHost: h\r\nA: b\r\n", b"\r\n")[1] == 400
+    long_target = b"/" + b"a" * 150
+    line = b"GET " + long_target + b" RTSP/1.0\r\nHost: h\r\n\r\n"
+    assert feed_all(*[line[i:i + 1] for i in range(len(line))])[1] == 400  # 170 reads
+
+
+def test_earlier_bodies_never_make_a_later_request_look_like_another_protocol():
+    for body in (b"\nGET /x\r\n", b"GET /x RTSP/1.0\r\n", b"GET /x ICE/1.0\r\n"):
+        first = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+        # the next request split after its target, in the same read as the body before it
+        assert feed_all(first + b"GET /x", b" HTTP/1.1\r\nHost: h\r\n\r\n") == ([b"/a", b"/x"], None)
+        assert feed_all(first + b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n") == ([b"/a", b"/x"], None)
+
+
+def test_extra_spaces_in_the_request_line_are_400():
+    # RFC 9112 §3: method SP request-target SP HTTP-version, one space each (llhttp is lenient).
+    for line in (b"GET /x  HTTP/1.1", b"GET /x HTTP/1.1 "):
+        _, error = parse(line + b"\r\nHost: h\r\n\r\n")
+        assert error == 400, line
+
+
 def test_http09_check_is_not_fooled_by_an_earlier_request():
     parser = RequestParser(Limits())
     parser.feed(b"GET /a HTTP/1.1\r\nHost: h\r\nReferer: GET /x\r\n\r\nGET /x HTTP/1.1\r")

@@ -28,10 +28,12 @@ with its CRLF, and the blank line. llhttp buffers a field until it is complete, 
 arrive without completing anything are bounded too (`_STALL_SLACK` past the limit, plus one read):
 an endless header or trailer value, or an endless chunk extension, costs a bounded buffer.
 
-The protocol name and HTTP/0.9 need the raw request line, which llhttp does not hand over: the
-bytes a message's head arrived in are searched for the target followed by its protocol (see
-`_check_request_line`). A read that begins with the request's own line costs one `startswith`;
-others (pipelined or split requests) one scan per read for the other protocols' names.
+The protocol name and HTTP/0.9 need the raw request line, which llhttp does not hand over. For a
+request that begins its read (the usual case: one request per read), the line is at the start of
+that read, or of the reads kept until its LF arrives (`_line`): after `method SP target` must come
+` HTTP/`, one `startswith`. A request pipelined behind another in the same read is not checked
+(an RTSP line there is parsed like HTTP/1.x, with the same framing): where it begins in the read
+is not known, and guessing would refuse good requests over bytes of an earlier one.
 
 No socket, loop, clock or thread here: the transport feeds bytes and reads `requests`.
 """
@@ -178,9 +180,8 @@ class RequestParser:
         "_stalled_bytes",
         "_began_this_feed",
         "_data",
-        "_odd_protocol",
         "_read_starts_message",
-        "_head_parts",
+        "_line",
         "_body_parts",
         "_body_file",
         "_error",
@@ -210,12 +211,12 @@ class RequestParser:
         self._stalled_bytes = 0
         self._section_bytes = 0
         self._began_this_feed = False
-        # The read being parsed, whether it may name another protocol, and the earlier reads of
-        # a head that spans several: for `_check_request_line` (module docstring).
+        # For the request-line checks (module docstring): the read being parsed (during feed
+        # only), whether it begins with a message, and the current message's bytes from its
+        # start up to its request line's LF, None when it did not begin its read.
         self._data = b""
-        self._odd_protocol: bool | None = None
-        self._read_starts_message = False  # the read being parsed begins with a message
-        self._head_parts: list[bytes] | None = None
+        self._read_starts_message = False
+        self._line: bytes | None = None
         self._body_parts: list[bytes] = []
         self._body_file: BinaryIO | None = None
         self._error: ProtocolError | None = None
@@ -230,10 +231,11 @@ class RequestParser:
                 self._take_upgrade_body(data)
             return  # bytes after an Upgrade request are not HTTP/1.1; ignore them
         self._data = data
-        self._odd_protocol = None  # scanned for at most once per read, when needed
         self._read_starts_message = self.state == IDLE
         request = self._request
-        progress = (request.body_size, self._fields) if request is not None else None
+        # Chunked uploads: what this read completed (see the stall count below).
+        progress = ((request, request.body_size, self._fields)
+                    if request is not None and self._chunked and self.state == BODY else None)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -254,14 +256,17 @@ class RequestParser:
             if error is None:
                 error = ProtocolError(400, str(exc) or "malformed request")
             raise error from None
+        finally:
+            self._data = b""  # not kept past the read: a connection must not pin its last one
         state = self.state
         if state == HEADERS:
             self._head_continues(data)
         elif state == BODY and self._chunked:
             # Chunk framing and trailers: llhttp buffers a trailer field until it is complete,
-            # so a read that completes neither body data nor a field counts as stalled.
+            # so a read that completes neither body data nor a field of the same request counts
+            # as stalled.
             request = self._request
-            if progress is not None and progress == (request.body_size, self._fields):  # type: ignore[union-attr]
+            if progress == (request, request.body_size, self._fields):  # type: ignore[union-attr]
                 self._stalled_bytes += len(data)
                 if self._stalled_bytes > self._limits.header_size + _STALL_SLACK:
                     self._discard_body()
@@ -272,25 +277,25 @@ class RequestParser:
     def _head_continues(self, data: bytes) -> None:
         """A header section still open after this read: bound the bytes llhttp holds for it
         (the read in which the message began is not counted, as its start may belong to the
-        previous request: the bound is the limit plus slack plus one read), keep the reads of
+        previous request: the bound is the limit plus slack plus one read), keep the bytes of
         the request line, and refuse HTTP/0.9 as soon as its line ends."""
         if self._began_this_feed:
             self._began_this_feed = False
-            self._head_parts = [data]
         else:
             self._header_bytes += len(data)
             if self._header_bytes > self._limits.header_size + _STALL_SLACK:
                 self._discard_body()
                 raise ProtocolError(431, "request header section too large")
-            parts = self._head_parts
-            if parts is not None and self._fields == 0 and len(parts) < 64:
-                parts.append(data)  # the request line may still be arriving
+        line = self._line
+        if line is None or b"\n" in line or len(line) > self._limits.request_line + 64:
+            return  # not at the start of its read, or its line is kept already (or too long)
+        # Kept from the method on (llhttp skips CRLFs between requests), so an LF in it is
+        # the end of the request line.
+        line = self._line = (line + data) if line else data.lstrip(b"\r\n")
         if self._fields == 0 and self._url:
             # HTTP/0.9 (`GET /path` CRLF, no version): llhttp would wait for a header section
             # that never comes. Answer now instead of at the header timeout.
-            line = b"%b %b\r" % (self._parser.get_method(), b"".join(self._url))
-            region = b"".join(self._head_parts) if self._head_parts else data
-            if region.startswith(line) or b"\n" + line in region:
+            if line.startswith(b"%b %b\r" % (self._parser.get_method(), b"".join(self._url))):
                 raise ProtocolError(400, "HTTP/0.9 is not supported")
 
     def _take_upgrade_body(self, data: bytes) -> None:
@@ -339,7 +344,9 @@ class RequestParser:
         self._stalled_bytes = 0
         self._section_bytes = 0
         self._began_this_feed = True
-        self._head_parts = None
+        # The first message of a read that began between messages starts that read.
+        self._line = b"" if self._read_starts_message else None
+        self._read_starts_message = False
 
     def on_url(self, fragment: bytes) -> None:
         self._url_size += len(fragment)
@@ -402,16 +409,12 @@ class RequestParser:
         method = parser.get_method()
         request.method = _METHODS.get(method) or method.decode("ascii")
         request.target = self._url[0] if len(self._url) == 1 else b"".join(self._url)
-        if self._read_starts_message and self._head_parts is None:
-            # The usual case, one call: the read begins with this request's line, whose
-            # protocol name then starts right after the target (leading CRLFs, which llhttp
-            # skips, only ever make this miss, never pass wrongly).
-            self._read_starts_message = False  # the next request of this read begins later
-            if not self._data.startswith(b" HTTP/", len(method) + 1 + len(request.target)):
-                self._check_request_line(method, request.target)
-        else:
-            self._read_starts_message = False
-            self._check_request_line(method, request.target)
+        line = self._line
+        if line is not None:  # the request began its read: its line can be checked
+            self._line = None
+            region = self._data if not line else line if b"\n" in line else line + self._data
+            if not region.startswith(b" HTTP/", len(method) + 1 + len(request.target)):
+                self._check_protocol(region, method, request.target)
         line = len(method) + len(request.target) + _REQUEST_LINE_EXTRA
         limits = self._limits
         if line > limits.request_line:
@@ -444,24 +447,17 @@ class RequestParser:
         self._body_file = None
         self.state = BODY
 
-    def _check_request_line(self, method: bytes, target: bytes) -> None:
-        """Refuse RTSP and ICE request lines, which llhttp parses like HTTP ones (RFC 9112 §2.3:
-        the protocol name is `HTTP`, case-sensitive). The head's bytes are searched for the
-        method and target followed by the other protocol; only reads that contain one of the
-        names at all are searched (module docstring)."""
-        parts = self._head_parts
-        self._head_parts = None
-        if parts:  # the head came in several reads; the last one is being parsed
-            region = b"".join(parts) + self._data
-            suspect = b"RTSP/" in region or b"ICE/" in region
-        else:
-            region = self._data
-            suspect = self._odd_protocol
-            if suspect is None:  # pipelined requests: one scan of the read for all of them
-                suspect = self._odd_protocol = b"RTSP/" in region or b"ICE/" in region
-        if suspect and (b"%b %b RTSP/" % (method, target) in region
-                        or b"%b %b ICE/" % (method, target) in region):
-            self._fail(400, "not an HTTP request line")
+    @staticmethod
+    def _check_protocol(region: bytes, method: bytes, target: bytes) -> None:
+        """`region` begins with the request line, after CRLFs llhttp skips, and ` HTTP/` did not
+        follow `method SP target` at its very start: refuse it unless it follows once the CRLFs
+        are skipped. llhttp parses RTSP and ICE lines too (RFC 9112 §2.3: the protocol name is
+        `HTTP`, case-sensitive); extra spaces, which llhttp tolerates, are refused as well (RFC
+        9112 §3: one SP)."""
+        end = len(method) + 1 + len(target)
+        start = len(region) - len(region.lstrip(b"\r\n"))
+        if not (start and region.startswith(b" HTTP/", start + end)):
+            raise ProtocolError(400, "not an HTTP/1.x request line")
 
     def on_body(self, data: bytes) -> None:
         self.expect_continue = False  # the client did not wait for us; no interim reply needed
