@@ -131,3 +131,16 @@ def test_a_response_made_after_the_drain_began_says_connection_close(server_fact
         out = read_until_close(sock, timeout=10)
     head = out.split(b"\r\n\r\n", 1)[0]
     assert head.startswith(b"HTTP/1.1 200 OK") and b"\r\nConnection: close" in head
+
+
+def test_requests_pipelined_before_the_drain_are_all_answered(server_factory):
+    server = server_factory("tests.apps:router", "--workers", "1")
+    with socket.create_connection((server.host, server.port)) as sock:
+        sock.sendall(b"GET /sleep?1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                     + b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        out = read_until_close(sock, timeout=10)
+    heads = [part.split(b"\r\n\r\n", 1)[0] for part in out.split(b"HTTP/1.1 ")[1:]]
+    assert len(heads) == 3 and all(head.startswith(b"200 OK") for head in heads), out
+    assert [b"Connection: close" in head for head in heads] == [False, False, True]

@@ -104,3 +104,23 @@ def test_pipelined_static_requests_never_read_cost_one_buffer(static_server: Ser
         _assert_served(static_server)
     finally:
         sock.close()
+
+
+def test_a_slow_but_steady_reader_is_never_cut_off(server_factory) -> None:
+    # Writes pause and resume many times for a client slower than the app; as long as it takes
+    # bytes it is making progress, however long the response takes (nginx's send_timeout is
+    # between two successive writes, not for the whole response).
+    server = server_factory("tests.apps:router", "--workers", "1", "--send-timeout", "1")
+    sock = _small_receive_buffer()
+    sock.connect((server.host, server.port))
+    try:
+        sock.sendall(b"GET /big?50000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        received, started = 0, time.monotonic()
+        while time.monotonic() - started < 4:  # four send timeouts
+            chunk = sock.recv(16384)
+            assert chunk, f"cut off after {received} bytes"
+            received += len(chunk)
+            time.sleep(0.05)  # about 300 KB/s: far slower than the app writes
+        assert received > 500_000
+    finally:
+        sock.close()

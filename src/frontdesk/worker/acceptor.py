@@ -74,8 +74,7 @@ class Acceptor:
                     self._pause(exc)
                     return
                 continue  # that client is gone already; take the next one
-            conn.setblocking(False)
-            if self._inet:
+            if self._inet:  # uvloop sets it, the stdlib loop does not
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.pending += 1
             self._loop.create_task(self._connect(conn))

@@ -119,13 +119,21 @@ class ThreadPool:
         which `too_old` is true, stopping at the first that is not (module docstring)."""
         pending = self._pending
         taken = []
-        while pending:
+        while True:
             try:
-                entry = pending.popleft()
+                entry = pending[0]
+            except IndexError:
+                break
+            if not too_old(*entry):
+                break
+            try:
+                popped = pending.popleft()
             except IndexError:
                 break  # a thread took the last one
-            if not too_old(*entry):
-                pending.appendleft(entry)
+            if popped is not entry:  # a thread took `entry` meanwhile: this one is its to run
+                pending.appendleft(popped)
+                if self._idle:
+                    self._release_idle()  # nobody may be awake to see it otherwise
                 break
             taken.append(entry)
         return taken

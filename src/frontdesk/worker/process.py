@@ -194,6 +194,7 @@ class Worker:
             common.register_stack_dump()
             common.set_title(f"frontdesk: worker [{self.config.app}]")
         for sock in sockets:
+            sock.listen(self.config.backlog)  # also for sockets adopted from systemd or a master
             acceptor = Acceptor(loop, sock, lambda: HttpConnection(self))
             acceptor.start()
             self._acceptors.append(acceptor)
@@ -298,14 +299,14 @@ class Worker:
     def _tick_once(self) -> None:
         serialize.refresh_date()
         now = time.monotonic()
-        self._expire_deadlines(now)
-        if self.rate_limiter is not None:
-            self._tick_rate_limiter(now)
-        if self.master_fd is not None:
+        if self.master_fd is not None:  # first: nothing below may keep the beat from going out
             if os.getppid() != self._master_pid:
                 self._master_gone()
             else:
                 self._tell_master(common.BEAT)
+        self._expire_deadlines(now)
+        if self.rate_limiter is not None:
+            self._tick_rate_limiter(now)
         if self.config.request_timeout:
             self._check_request_times(now)
         if self.shed_count:

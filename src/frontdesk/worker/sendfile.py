@@ -47,7 +47,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-__all__ = ["sendfile"]
+__all__ = ["duplicate_socket", "sendfile"]
 
 
 class _HasFileno(Protocol):
@@ -129,6 +129,20 @@ def _ensure_open(transport: asyncio.Transport) -> None:
         raise ConnectionResetError("transport closed during sendfile")
 
 
+def duplicate_socket(transport: asyncio.Transport, spare_fd: int = -1) -> int:
+    """A duplicate of `transport`'s socket for `sendfile` (step 1 above), or -1 when sendfile
+    cannot be used on it (then `sendfile` falls back to reads and writes). `spare_fd`, when
+    >= 0, is a descriptor the caller reserved and gives up here: the duplicate takes its number
+    with dup2, which cannot fail for lack of descriptors; it is closed if not needed. The caller
+    owns the result and closes it once its last region is sent."""
+    sock_fd = _socket_fd(transport)
+    if sock_fd is None or not hasattr(os, "sendfile") or transport.is_closing():
+        if spare_fd >= 0:
+            os.close(spare_fd)
+        return -1
+    return os.dup2(sock_fd, spare_fd, inheritable=False) if spare_fd >= 0 else os.dup(sock_fd)
+
+
 async def sendfile(
     transport: asyncio.Transport,
     file: _HasFileno,
@@ -136,36 +150,28 @@ async def sendfile(
     count: int,
     *,
     timeout: float = 60.0,
-    spare_fd: int = -1,
+    sock_dup: int = -1,
     drain: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Send `count` bytes of `file` (anything with fileno()) from `offset` over `transport`.
 
-    `timeout`: seconds the client may take nothing before TimeoutError. `spare_fd`, when >= 0,
-    is a descriptor reserved by the caller (and now ours to close): the socket's duplicate takes
-    its number with dup2, which cannot fail for lack of descriptors. `drain`, optional, is
-    awaited between chunks in the read/write fallback (e.g. the protocol's wait-for-
+    `timeout`: seconds the client may take nothing before TimeoutError. `sock_dup`, when >= 0,
+    is the caller's `duplicate_socket` of the transport, used and left open (one for all the
+    regions of a response); otherwise a duplicate is made and closed here. `drain`, optional,
+    is awaited between chunks in the read/write fallback (e.g. the protocol's wait-for-
     resume_writing); sendfile proper does not need it. See the module docstring.
     """
     if offset < 0 or count < 0:
-        if spare_fd >= 0:
-            os.close(spare_fd)
         raise ValueError("offset and count must be non-negative")
-    sock_fd = _socket_fd(transport) if count else None
-    usable = sock_fd is not None and hasattr(os, "sendfile")
-    if spare_fd >= 0 and not (usable and not transport.is_closing()):
-        os.close(spare_fd)  # not needed after all
-        spare_fd = -1
     if count == 0:
         return
     _ensure_open(transport)
     loop = asyncio.get_running_loop()
     file_fd = file.fileno()
-    if not usable:
+    dup = sock_dup if sock_dup >= 0 else duplicate_socket(transport)
+    if dup < 0:
         await _fallback(loop, transport, None, file_fd, offset, count, drain, timeout)
         return
-    assert sock_fd is not None
-    dup = os.dup2(sock_fd, spare_fd, inheritable=False) if spare_fd >= 0 else os.dup(sock_fd)
     try:
         while transport.get_write_buffer_size():
             await _writable(loop, dup, transport, timeout)
@@ -195,7 +201,8 @@ async def sendfile(
                 await asyncio.sleep(0)
                 _ensure_open(transport)
     finally:
-        os.close(dup)
+        if dup != sock_dup:
+            os.close(dup)
 
 
 async def _fallback(

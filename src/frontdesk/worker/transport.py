@@ -60,6 +60,7 @@ the raw headers.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import logging
 import math
@@ -67,6 +68,7 @@ import os
 import re
 import socket
 import struct
+import termios
 import threading
 import time
 from collections import OrderedDict, deque
@@ -77,6 +79,7 @@ from frontdesk.errors import ProtocolError
 from frontdesk.protocol import parser as parsing
 from frontdesk.protocol import proxy_protocol
 from frontdesk.protocol import serialize
+from frontdesk.worker.sendfile import duplicate_socket, sendfile
 from frontdesk.wsgi.bridge import DONE_CLOSE, DONE_KEEP_ALIVE, MORE
 from frontdesk.wsgi.environ import connection_environ, split_target
 from frontdesk.wsgi.proxy import ProxyTrust, forwarded_client, proxy_trust_for
@@ -149,7 +152,8 @@ class HttpConnection(asyncio.Protocol):
         self._drained = threading.Event()
         # Replies that arrive while a file is being sent with sendfile.
         self._sending_file = False
-        self._spare_fd = -1  # reserved for the next sendfile's socket duplicate, when >= 0
+        self._spare_fd = -1  # reserved for the response's socket duplicate, when >= 0
+        self._sock_dup = -1  # the socket's duplicate for sendfile, for all regions of a response
         self._backlog: deque[tuple[Any, int]] = deque()
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
@@ -217,7 +221,7 @@ class HttpConnection(asyncio.Protocol):
                     self.phase = NO_DEADLINE  # the client waits for our 100, which waits its turn
                 else:
                     self._set_deadline(BODY, self.worker.config.body_timeout)
-            elif self.busy and (self.phase == HEADERS or self.phase == BODY):
+            elif self.phase == HEADERS or self.phase == BODY:
                 self.phase = NO_DEADLINE  # the request it timed is complete, queued behind one
             if parser.requests and not self._reading_paused and self._queued_too_much():
                 self._pause_reading()
@@ -271,9 +275,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._spare_fd >= 0:  # a static file's reply never reached sendfile
-            os.close(self._spare_fd)
-            self._spare_fd = -1
+        self._release_sendfile_fds()
         self.worker.connections.discard(self)
         self.parser.discard()
         self.parser.requests.clear()
@@ -285,6 +287,7 @@ class HttpConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self._unsent_mark = None  # the client took bytes: progress (check_send_progress)
         self._notify_thread()
         if not self.busy and self.parser.requests and not self.closing:
             self._start_next()  # static replies stopped at the high-water mark (module docstring)
@@ -317,7 +320,9 @@ class HttpConnection(asyncio.Protocol):
             self.queued = metrics.NOT_QUEUED
             self.busy = True
             self.phase = NO_DEADLINE
-            if not self._keep_alive:
+            if not self._keep_alive and not (requests and worker.draining):
+                # Keep-alive off, or draining: close after this one; while draining, only after
+                # the last of the requests already received (module docstring).
                 request.keep_alive = False
             if self._probes is not None and self._answer_probe(request):
                 continue
@@ -338,7 +343,7 @@ class HttpConnection(asyncio.Protocol):
                 continue
             limit = worker.config.backlog_limit
             if limit and worker.pool.waiting >= limit:
-                self._shed(request)
+                self._shed(request, f"--backlog-limit {limit}")
                 continue
             if self._request_start and self._queued_upstream(request):
                 continue
@@ -369,16 +374,10 @@ class HttpConnection(asyncio.Protocol):
 
     def _finish_response(self, keep_alive: bool) -> None:
         self.busy = False
+        if self._sock_dup >= 0:
+            self._release_sendfile_fds()
         if self.metrics is not None and self._current is not None:
-            request = self._current
-            queued = self.queued
-            if queued >= 0.0:
-                queued += self.upstream
-            self.metrics.request(
-                metrics.method_index(request.method), self.status,
-                time.monotonic() - request.started, queued, request.body_size,
-                self.delivered + self._file_bytes,
-            )
+            self._count(self._current, self.status, self.delivered + self._file_bytes)
         self._current = None
         if self.worker.draining:
             self._keep_alive = False  # a request already received gets answered, with close
@@ -484,9 +483,9 @@ class HttpConnection(asyncio.Protocol):
         self.deliver(data, DONE_KEEP_ALIVE if request.keep_alive else DONE_CLOSE)
         return True
 
-    def _shed(self, request: parsing.Request) -> None:
+    def _shed(self, request: parsing.Request, reason: str) -> None:
         """503 + Retry-After at once: better than queueing into a timeout (Heroku's H12)."""
-        self.worker.note_shed(f"--backlog-limit {self.worker.config.backlog_limit}")
+        self.worker.note_shed(reason)
         if self.metrics is not None:
             self.metrics.shed()
         self._answer_local(request, 503, b"Retry-After: 1\r\n")
@@ -494,11 +493,8 @@ class HttpConnection(asyncio.Protocol):
     def shed_stale(self, request: parsing.Request, waited: float) -> None:
         """--max-queue-time: the worker took this request off the thread queue (it waited
         `waited` seconds for a thread); answer 503 + Retry-After now."""
-        self.worker.note_shed(f"waited over --max-queue-time {self.worker.config.max_queue_time:g} s")
         self.queued = waited
-        if self.metrics is not None:
-            self.metrics.shed()
-        self._answer_local(request, 503, b"Retry-After: 1\r\n")
+        self._shed(request, f"waited over --max-queue-time {self.worker.config.max_queue_time:g} s")
 
     def _answer_local(self, request: parsing.Request, status: int, extra: bytes) -> None:
         """A small text/plain answer the loop makes itself, logged and counted like any other."""
@@ -547,20 +543,34 @@ class HttpConnection(asyncio.Protocol):
         if waited < base:
             self.max_queue_time = base - waited  # the bridge compares only its own wait
             return False
-        self.worker.note_shed(f"X-Request-Start over --max-queue-time {base:g} s")
         self.queued = 0.0  # observed as `upstream`
-        if self.metrics is not None:
-            self.metrics.shed()
-        self._answer_local(request, 503, b"Retry-After: 1\r\n")
+        self._shed(request, f"X-Request-Start over --max-queue-time {base:g} s")
         return True
 
-    async def _send_file(self, region: Any, end: int) -> None:
-        from frontdesk.worker.sendfile import sendfile
+    def _count(self, request: parsing.Request, status: int, sent: int) -> None:
+        """One response in this worker's metrics."""
+        queued = self.queued
+        if queued >= 0.0:
+            queued += self.upstream
+        self.metrics.request(  # type: ignore[union-attr]
+            metrics.method_index(request.method), status, time.monotonic() - request.started,
+            queued, request.body_size, sent)
 
-        spare, self._spare_fd = self._spare_fd, -1
+    def _release_sendfile_fds(self) -> None:
+        if self._sock_dup >= 0:
+            os.close(self._sock_dup)
+            self._sock_dup = -1
+        if self._spare_fd >= 0:  # a static file's reply never reached sendfile
+            os.close(self._spare_fd)
+            self._spare_fd = -1
+
+    async def _send_file(self, region: Any, end: int) -> None:
         try:
+            if self._sock_dup < 0:  # the response's first region: one duplicate for them all
+                self._sock_dup = duplicate_socket(self.transport, self._spare_fd)  # type: ignore[arg-type]
+                self._spare_fd = -1
             await sendfile(self.transport, region.file, region.offset, region.count,
-                           timeout=self.worker.config.send_timeout, spare_fd=spare)
+                           timeout=self.worker.config.send_timeout, sock_dup=self._sock_dup)
             self._file_bytes += region.count
         except (ConnectionError, OSError) as exc:
             if not self.closed:
@@ -569,6 +579,11 @@ class HttpConnection(asyncio.Protocol):
                     self._reset()
                 else:
                     self.transport.abort()  # type: ignore[union-attr]
+            end = DONE_CLOSE
+        except Exception:  # a bug must not leave the connection busy for ever
+            log.exception("sending a file failed")
+            if not self.closed:
+                self.transport.abort()  # type: ignore[union-attr]
             end = DONE_CLOSE
         finally:
             close = getattr(region, "close", None)
@@ -613,7 +628,7 @@ class HttpConnection(asyncio.Protocol):
                                  metrics.NOT_QUEUED, 0, len(data))
         if self.access_log is not None:
             request = self.parser.failed_request()
-            self.access_log.record(self.environ_base["REMOTE_ADDR"], request, error.status,
+            self.access_log.record(self._client_address(request), request, error.status,
                                    len(data), [], time.monotonic(), logs.request_id(None))
         if self._eof or not transport.can_write_eof():  # type: ignore[union-attr]
             self._close()
@@ -720,9 +735,7 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
             answered, sent, self.status = True, len(data), status
         if self.metrics is not None and request is not None:
-            self.metrics.request(metrics.method_index(request.method), self.status or status,
-                                 time.monotonic() - request.started, self.queued,
-                                 request.body_size, self.delivered + sent)
+            self._count(request, self.status or status, self.delivered + sent)
         self.closed = True  # reserve() refuses and deliver() discards from here on
         return answered
 
@@ -739,7 +752,10 @@ class HttpConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.closed:
             return
-        unsent = transport.get_write_buffer_size()
+        # Ours, and the kernel's: its send buffer may hold megabytes, and it wakes the transport
+        # to refill it only once a third of it is free, so a slow reader can take bytes for
+        # seconds while our own buffer does not move.
+        unsent = transport.get_write_buffer_size() + _kernel_unsent(transport)
         mark = self._unsent_mark
         if not unsent:
             self._unsent_mark = None
@@ -778,6 +794,16 @@ def probe_paths(health_path: str, ready_path: str) -> dict[bytes, str] | None:
     if ready_path:
         probes[ready_path.encode()] = "ready"
     return probes or None
+
+
+def _kernel_unsent(transport: asyncio.Transport) -> int:
+    """Bytes in the socket's send queue that the peer has not acknowledged (SIOCOUTQ), 0 when
+    that cannot be known."""
+    sock = transport.get_extra_info("socket")
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def _address(info: Any, unix: tuple[str, str]) -> tuple[str, str]:
