@@ -22,7 +22,7 @@ A slot's life, driven by the master:
     ==========  ==============================================  =================================
     state       entered when                                    left when
     ==========  ==============================================  =================================
-    free        start; `retire(i)`                              `claim()` returns i
+    free        start; `retire(i)`; `release(i)` (no fork)      `claim()` returns i
     claimed     `claim()`, before the fork                      the worker calls `reset()`
     live        the new worker's `reset()` (counted in          the master reaped it and called
                 `frontdesk_workers`)                            `retire(i)`
@@ -211,6 +211,10 @@ class Registry:
         index = min(self._free)
         self._free.discard(index)
         return index
+
+    def release(self, index: int) -> None:
+        """Master: give back a slot `claim()` returned whose worker was never forked."""
+        self._free.add(index)
 
     def worker(self, index: int | None) -> WorkerMetrics:
         """Worker: the writer for slot `index`; for None, one whose counts go nowhere."""

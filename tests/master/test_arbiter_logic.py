@@ -293,3 +293,46 @@ def test_metrics_slots_are_claimed_per_worker_and_retired_with_the_cause():
     assert 'frontdesk_worker_restarts_total{cause="crash"} 1' in text
     assert 'frontdesk_worker_restarts_total{cause="max-requests"} 1' in text
     assert sorted(arbiter.metrics._free) == [1, 3]  # 103 took 0, 104 took 2; 102 gave 1 back
+
+
+def test_a_failed_fork_is_retried_with_backoff_and_leaks_nothing(monkeypatch, caplog):
+    import os
+    import selectors
+
+    from frontdesk.metrics import Registry
+
+    arbiter = Fake(workers=2)
+    arbiter._spawn = Arbiter._spawn.__get__(arbiter)  # type: ignore[method-assign]  # the real one
+    arbiter._selector = selectors.DefaultSelector()
+    arbiter.metrics = Registry(4)
+    fds_before = len(os.listdir("/proc/self/fd"))
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    try:
+        arbiter.tick()  # two workers missing: one attempt, then the backoff
+        arbiter.tick()
+        assert arbiter.workers == {} and not arbiter.stopping
+        assert arbiter.next_spawn == arbiter.now + 0.1 and arbiter.boot_failures == 0
+        arbiter.now = arbiter.next_spawn
+        arbiter.tick()
+        assert arbiter.next_spawn == arbiter.now + 0.2  # the usual backoff, not a boot failure
+        assert len(os.listdir("/proc/self/fd")) == fds_before  # both pipe ends closed
+        assert sorted(arbiter.metrics._free) == [0, 1, 2, 3]  # the slot was given back
+        assert "Cannot fork a worker (2 in a row): Resource temporarily unavailable" in caplog.text
+        for _ in range(BOOT_ATTEMPTS + 1):  # never a reason to stop the master
+            arbiter.now = arbiter.next_spawn
+            arbiter.tick()
+        assert not arbiter.stopping and not arbiter.halt_reason
+        pids = iter([501, 502])
+        monkeypatch.setattr(os, "fork", lambda: next(pids))  # forks again: as the parent sees it
+        arbiter.now = arbiter.next_spawn
+        arbiter.tick()
+        assert sorted(arbiter.workers) == [501, 502] and arbiter.spawn_failures == 0
+        assert [w.slot for w in arbiter.workers.values()] == [0, 1]
+    finally:
+        for worker in arbiter.workers.values():
+            os.close(worker.fd)
+        arbiter._selector.close()

@@ -45,7 +45,8 @@ Crash loops (granian's `_serve_loop` idea): a worker that exits before READY is 
 Failures in a row back off exponentially (`BOOT_BACKOFF` doubling to `MAX_BACKOFF`); after
 `BOOT_ATTEMPTS` in a row with no worker serving, the master stops with the last worker's reason
 and a non-zero status. While older workers still serve (a HUP or a replacement after bad code
-was deployed) it keeps them and keeps retrying, slowly.
+was deployed) it keeps them and keeps retrying, slowly. A fork (or pipe) that fails is retried
+with the same backoff, but never stops the master: it says nothing about the app.
 
 Stopping (TERM) with `--drain-delay D`: the master sets the shared `StopNotice` (every worker's
 readiness probe answers 503 from then on) and tells systemd STOPPING=1, but keeps the listening
@@ -319,6 +320,7 @@ class Arbiter:
         self.halt_traceback = ""
         self.ever_ready = False  # some worker of this master has sent READY
         self.boot_failures = 0
+        self.spawn_failures = 0  # fork() or pipe() failed, in a row (see `_spawn`)
         self.next_spawn = 0.0
         self.booted = False  # the first generation became ready
         self.reloading = False
@@ -712,6 +714,8 @@ class Arbiter:
         if missing > 0 and now >= self.next_spawn:
             for _ in range(missing):
                 self._spawn()
+                if self.next_spawn > now:
+                    break  # a fork failed: back off
         elif missing < 0:
             graceful = self.config.graceful_timeout + KILL_GRACE
             for worker in sorted(current, key=lambda w: w.age)[:-missing]:
@@ -741,19 +745,36 @@ class Arbiter:
             self._sd_notify(f"READY=1\nSTATUS=serving with {ready} worker(s)")
 
     def _spawn(self) -> None:
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        os.set_blocking(write_fd, False)
-        self._age += 1
         now = self.clock()
         slot = self.metrics.claim() if self.metrics is not None else None
         if self.metrics is not None and slot is None:
             log.warning("All %d metrics slots are taken: the next worker is not counted",
                         self.metrics.max_workers)
-        pid = os.fork()
+        fds: list[int] = []
+        try:
+            fds += os.pipe()
+            for fd in fds:
+                os.set_blocking(fd, False)
+            pid = os.fork()
+        except OSError as exc:
+            # Out of processes or file descriptors (EAGAIN, ENOMEM, EMFILE): the master must not
+            # go down for it. Not a boot failure (no worker ran): retry with the same backoff.
+            for fd in fds:
+                os.close(fd)
+            if slot is not None:
+                self.metrics.release(slot)
+            self.spawn_failures += 1
+            delay = min(MAX_BACKOFF, BOOT_BACKOFF * 2 ** (self.spawn_failures - 1))
+            self.next_spawn = now + delay
+            log.error("Cannot fork a worker (%d in a row): %s; next attempt in %.1f s",
+                      self.spawn_failures, exc.strerror or exc, delay)
+            return
+        read_fd, write_fd = fds
         if pid == 0:
             os.close(read_fd)
             self._child(write_fd, slot)
+        self.spawn_failures = 0
+        self._age += 1
         os.close(write_fd)
         worker = _Worker(pid, read_fd, self.generation, self._age, now, now, slot=slot,
                          memory_share=random.uniform(1.0 - MEMORY_JITTER, 1.0))
