@@ -336,3 +336,27 @@ def test_a_failed_fork_is_retried_with_backoff_and_leaks_nothing(monkeypatch, ca
         for worker in arbiter.workers.values():
             os.close(worker.fd)
         arbiter._selector.close()
+
+
+@pytest.mark.parametrize("reload_watcher", [False, True])
+def test_boot_failures_of_a_replaced_generation_do_not_hold_back_the_new_one(reload_watcher, caplog):
+    arbiter = Fake(workers=1)
+    arbiter.reload_config = lambda: arbiter.config
+    if reload_watcher:
+        arbiter._reloader = object()  # --reload: an app failure would wait for the next edit
+    arbiter.tick()
+    arbiter.ready(101)
+    arbiter.handle_hup()  # generation 1: 102 boots, and fails to load the app
+    arbiter.tick()
+    arbiter.handle_hup()  # the fix, reloaded while 102 still boots: generation 2 is 103
+    arbiter.tick()
+    assert sorted(arbiter.workers) == [101, 102, 103]
+    arbiter._on_messages(arbiter.workers[102], app_failed("SyntaxError: bad"))
+    arbiter.exit(102, exited(BOOT_ERROR_STATUS))
+    assert arbiter.boot_failures == 0 and arbiter.next_spawn == 0.0
+    assert "Worker 102 of a replaced generation exited with status 3 before it was ready" in caplog.text
+    arbiter.exit(103, killed(signal.SIGKILL))  # the current generation's own failure: retried
+    assert arbiter.boot_failures == 1
+    arbiter.now = arbiter.next_spawn
+    arbiter.tick()
+    assert sorted(arbiter.workers) == [101, 104]

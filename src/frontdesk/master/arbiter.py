@@ -579,6 +579,12 @@ class Arbiter:
             if worker.kill_at and worker.why != "timeout":  # stopped while booting: not its fault
                 log.info("Worker %d %s before it was ready (%s)", worker.pid, how, worker.why or "stop")
                 return
+            if worker.generation != self.generation:
+                # Booted for settings or code a reload (HUP) has replaced since: its failure says
+                # nothing about the current generation, whose own boots decide backoff and halt.
+                log.warning("Worker %d of a replaced generation %s before it was ready%s", worker.pid,
+                            how, f": {worker.last_words}" if worker.last_words else "")
+                return
             if worker.app_failed and not self.ever_ready and not self.stopping:
                 # Nothing has ever served: the app is wrong, not the moment. Retrying only repeats
                 # it (module docstring); stop at once, with the traceback once.
