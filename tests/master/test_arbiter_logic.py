@@ -360,3 +360,37 @@ def test_boot_failures_of_a_replaced_generation_do_not_hold_back_the_new_one(rel
     arbiter.now = arbiter.next_spawn
     arbiter.tick()
     assert sorted(arbiter.workers) == [101, 104]
+
+
+def test_a_reload_that_fails_late_is_cancelled_whole_and_systemd_hears_ready(caplog):
+    from frontdesk import sockets
+
+    arbiter = Fake(workers=1, backlog=16, reuse_port=False, umask=None)
+    kept = sockets.listen("127.0.0.1:0")
+    arbiter.listeners = [kept]
+    arbiter.config.bind = ("127.0.0.1:0",)
+    new_config = Fake(workers=3, backlog=16, reuse_port=False, umask=None).config
+    new_config.bind = ("127.0.0.1:0", "127.0.0.1:1")  # the second would need root: never tried
+    arbiter.reload_config = lambda: new_config
+    logging_set_up: list[object] = []
+    notified: list[str] = []
+    arbiter._sd_notify = notified.append  # type: ignore[method-assign]
+
+    def configure_logging(config: object) -> None:
+        logging_set_up.append(config)
+        if config is new_config:
+            raise RuntimeError("a handler blew up half-way")
+
+    arbiter.configure_logging = configure_logging  # type: ignore[method-assign]
+    try:
+        arbiter.tick()
+        arbiter.ready(101)
+        arbiter.handle_hup()
+        assert arbiter.generation == 0 and arbiter.target == 1 and arbiter.listeners == [kept]
+        assert kept.sock.fileno() >= 0  # still open
+        assert logging_set_up == [new_config, arbiter.config]  # the old logging is restored
+        assert notified[-1].startswith("READY=1\n")
+        assert "Reload cancelled, the current workers keep serving: a handler blew up" in caplog.text
+        assert "Listening at" not in caplog.text
+    finally:
+        sockets.close_all([kept], unlink=False)

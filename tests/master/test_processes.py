@@ -628,6 +628,47 @@ def test_hup_rereads_the_config_file(servers, tmp_path):
     assert len(children(server.proc.pid)) == 3
 
 
+def unix_hello(path: Path) -> int:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        return int(sock.recv(65536)[9:12])
+
+
+def test_hup_adds_and_removes_binds_and_a_late_failure_keeps_them(servers, tmp_path):
+    conf = tmp_path / "frontdesk.toml"
+
+    def configure(sock: str, extra: str = "") -> None:
+        conf.write_text(f'workers = 1\nbind = ["127.0.0.1:0", "unix:{tmp_path / sock}"]\n{extra}')
+
+    configure("a.sock")
+    server = servers("tests.apps:router", "--config", str(conf), bind=False)
+    [first] = serving(server, 1)
+    assert unix_hello(tmp_path / "a.sock") == 200
+    configure("b.sock")
+    server.proc.send_signal(signal.SIGHUP)
+    [second] = replaced(server, [first], 1)
+    assert unix_hello(tmp_path / "b.sock") == 200
+    assert not (tmp_path / "a.sock").exists()
+    assert "No longer listening at: unix:" in server.log
+    assert request(server.host, server.port, "/hello")[0] == 200  # the same TCP socket
+    # A log file that cannot be opened (a dangling link: the settings' check passes, the open
+    # fails), found after the new settings were read: nothing of the reload may stay.
+    (tmp_path / "error.log").symlink_to(tmp_path / "gone" / "error.log")
+    configure("c.sock", f'error_log = "{tmp_path / "error.log"}"\n')
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "Reload cancelled" in server.log or "while handling signal HUP" in server.log,
+             5, "the reload to fail")
+    assert unix_hello(tmp_path / "b.sock") == 200
+    assert "Reload cancelled, the current workers keep serving: setting 'error_log'" in server.log
+    assert not (tmp_path / "c.sock").exists()
+    assert children(server.proc.pid) == [second]
+    assert request(server.host, server.port, "/hello")[0] == 200
+    assert server.stop() == 0
+    assert not (tmp_path / "b.sock").exists()
+
+
 def test_reload_option_restarts_workers_when_the_code_changes(servers, app_dir):
     server = servers("versioned:app", "--workers", "1", "--reload", cwd=app_dir)
     [first] = serving(server, 1)

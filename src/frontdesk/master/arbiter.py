@@ -964,19 +964,35 @@ class Arbiter:
     # -- reload (HUP) -----------------------------------------------------------------------------
 
     def handle_hup(self) -> None:
+        """Reload: everything that can fail comes first (settings, static mounts, logging, new
+        sockets); only then is the new configuration committed and are removed sockets closed.
+        A failure anywhere cancels the reload and leaves the old one whole."""
         if self.stopping:
             return
         log.info("Handling signal: HUP: reloading")
         self._sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        logging_changed = False
         try:
             config = self.reload_config() if self.reload_config is not None else self.config
             static = self.build_static(config)
-            listeners = self._rebind(config)
-        except (FrontdeskError, ValueError) as exc:
-            log.error("Reload cancelled, the current workers keep serving: %s", exc)
+            logging_changed = True
+            self.configure_logging(config)
+            listeners, gone = self._rebind(config)
+        except Exception as exc:
+            if logging_changed:  # it may have been applied in part: back to the old logs
+                try:
+                    self.configure_logging(self.config)
+                except Exception as again:
+                    log.error("Cannot restore the previous logging: %s", again)
+            detail = isinstance(exc, (FrontdeskError, ValueError, OSError))
+            log.error("Reload cancelled, the current workers keep serving: %s", exc,
+                      exc_info=not detail)
             self._sd_notify("READY=1\nSTATUS=reload failed; serving the previous configuration")
             return
-        self.configure_logging(config)
+        for listener in gone:
+            log.info("No longer listening at: %s", listener.spec)
+        # The old workers keep their copies until they exit.
+        sockets.close_all(gone, unlink=self._owns_socket_files())
         self._chown_logs()
         self.config, self.static, self.listeners = config, static, listeners
         self.target = config.workers
@@ -988,10 +1004,11 @@ class Arbiter:
         self.boot_failures = 0
         self.next_spawn = 0.0
 
-    def _rebind(self, config: Any) -> list[sockets.Listener]:
-        """The listeners for a reloaded config: keep the same addresses, bind new, close gone."""
+    def _rebind(self, config: Any) -> tuple[list[sockets.Listener], list[sockets.Listener]]:
+        """The listeners for a reloaded config (same addresses kept, new ones bound), and those
+        to close once it is committed. Raises `BindError`, having closed what it bound."""
         if any(ls.spec.startswith(("systemd:",)) for ls in self.listeners):
-            return self.listeners  # systemd decides the sockets
+            return self.listeners, []  # systemd decides the sockets
         have = {ls.spec: ls for ls in self.listeners}
         new = []
         try:
@@ -1003,15 +1020,10 @@ class Arbiter:
                                               reuse_port=config.reuse_port, umask=config.umask)
                     new.append(listener)
                     log.info("Listening at: %s (%d)", sockets.describe(listener.sock), os.getpid())
-        except FrontdeskError:
+        except BaseException:
             sockets.close_all([ls for ls in new if ls.spec not in have], unlink=True)
             raise
-        gone = [ls for ls in self.listeners if ls.spec not in config.bind]
-        for listener in gone:
-            log.info("No longer listening at: %s", listener.spec)
-        # The old workers keep their copies until they exit.
-        sockets.close_all(gone, unlink=self._owns_socket_files())
-        return new
+        return new, [ls for ls in self.listeners if ls.spec not in config.bind]
 
     def _owns_socket_files(self) -> bool:
         """May this master remove its unix socket files when it closes them? Not while the other
