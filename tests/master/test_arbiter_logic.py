@@ -394,3 +394,21 @@ def test_a_reload_that_fails_late_is_cancelled_whole_and_systemd_hears_ready(cap
         assert "Listening at" not in caplog.text
     finally:
         sockets.close_all([kept], unlink=False)
+
+
+def test_a_reload_names_the_changed_settings_it_cannot_apply(caplog):
+    arbiter = Fake(workers=1, umask=0o22, user=None, metrics_bind="127.0.0.1:9100", backlog=2048)
+    new_config = Fake(workers=2, umask=0o77, user=None, metrics_bind="127.0.0.1:9200",
+                      backlog=64).config
+    arbiter.reload_config = lambda: new_config
+    arbiter.tick()
+    arbiter.ready(101)
+    arbiter.handle_hup()
+    assert arbiter.generation == 1 and arbiter.target == 2  # the rest is applied
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["HUP does not apply the change of --umask, --metrics-bind, --backlog: "
+                        "restart, or upgrade (USR2), for that; --backlog and --reuse-port apply"
+                        " to new addresses only"]
+    caplog.clear()
+    arbiter.handle_hup()  # nothing changed since
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -114,6 +114,13 @@ _HANDLED = (
 _BOOT_DEFERRED = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2)
 
 
+# Settings a HUP reads but cannot apply: the master set them up once, at start. A new master
+# (USR2, or a restart) applies them; --backlog and --reuse-port apply to addresses bound anew.
+_NOT_RELOADED = (
+    "user", "group", "umask", "pid", "metrics_bind", "statsd_host", "statsd_prefix", "reload",
+    "reload_include", "preload", "backlog", "reuse_port",
+)  # fmt: skip
+
 # Why a worker stopped (`_Worker.why`) → the metrics' restart cause; others are not restarts.
 _RESTART_CAUSES = {
     "timeout": "timeout", "request timeout": "timeout", "max requests": "max-requests",
@@ -989,6 +996,13 @@ class Arbiter:
                       exc_info=not detail)
             self._sd_notify("READY=1\nSTATUS=reload failed; serving the previous configuration")
             return
+        unapplied = [f"--{name.replace('_', '-')}" for name in _NOT_RELOADED
+                     if getattr(config, name, None) != getattr(self.config, name, None)]
+        if unapplied:
+            log.warning("HUP does not apply the change of %s: restart, or upgrade (USR2), for that"
+                        "%s", ", ".join(unapplied),
+                        "; --backlog and --reuse-port apply to new addresses only"
+                        if {"--backlog", "--reuse-port"} & set(unapplied) else "")
         for listener in gone:
             log.info("No longer listening at: %s", listener.spec)
         # The old workers keep their copies until they exit.
