@@ -309,3 +309,31 @@ def test_endpoint_on_ipv6_loopback():
     finally:
         srv.stop()
 
+
+
+@pytest.mark.parametrize("workers, slots", [(1, 64), (4, 64), (16, 64), (40, 160)])
+def test_slots_cover_a_reload_to_many_more_workers(workers, slots):
+    from types import SimpleNamespace
+
+    from frontdesk.server import start_metrics
+
+    config = SimpleNamespace(metrics_bind="127.0.0.1:0", statsd_host=None, workers=workers)
+    registry, server, _ = start_metrics(config)
+    try:
+        assert registry.max_workers == slots
+    finally:
+        server.stop()
+
+
+def test_a_scrape_reads_only_the_slots_ever_claimed():
+    registry = Registry(64)
+    registry.worker(registry.claim()).request(0, 200, 0.01, NOT_QUEUED, 0, 10)
+    second = registry.claim()
+    registry.worker(second).request(0, 500, 0.01, NOT_QUEUED, 0, 10)
+    registry.retire(second)
+    registry.worker_restart("crash")
+    text = registry.render()
+    assert 'frontdesk_requests_total{method="GET",status="2xx"} 1' in text
+    assert 'frontdesk_requests_total{method="GET",status="5xx"} 1' in text  # from the retired slot
+    assert 'frontdesk_worker_restarts_total{cause="crash"} 1' in text
+    assert registry.totals()["requests"] == 2

@@ -199,6 +199,7 @@ class Registry:
         self._d = memoryview(self._map).cast("d")
         self._lock = threading.Lock()  # master threads only: retire/restarts vs render
         self._free = set(range(max_workers))  # the master's bookkeeping; children ignore it
+        self._used = 0  # slots 0 .. _used-1 have been claimed at least once: only those are read
 
     def _slot(self, base: int) -> tuple[memoryview[int], memoryview[float]]:
         return self._q[base : base + _SLOT], self._d[base : base + _SLOT]
@@ -210,6 +211,7 @@ class Registry:
             return None
         index = min(self._free)
         self._free.discard(index)
+        self._used = max(self._used, index + 1)
         return index
 
     def release(self, index: int) -> None:
@@ -249,15 +251,17 @@ class Registry:
             self._q[cell] += 1
 
     def _sum(self) -> tuple[list[int], list[int], list[float]]:
-        """A snapshot: every raw int cell, the int cells summed over the worker slots and the
-        retired one, and the sums of the float cells (`_FLOATS` order)."""
+        """A snapshot: the master slot's int cells, the int cells summed over the worker slots
+        and the retired one, and the sums of the float cells (`_FLOATS` order). Only the slots
+        ever claimed are read: the others are zero, and their pages stay untouched."""
+        used = self._used * _SLOT
         with self._lock:
-            ints = self._q.tolist()
-            floats = self._d.tolist()
-        end = self._retired + _SLOT  # every worker slot and the retired one, not the master's
+            ints = self._q[:used].tolist() + self._q[self._retired :].tolist()
+            floats = self._d[:used].tolist() + self._d[self._retired : self._master].tolist()
+        end = used + _SLOT  # the claimed worker slots and the retired one, not the master's
         total = [sum(ints[i:end:_SLOT]) for i in range(_SLOT)]
         sums = [sum(floats[i:end:_SLOT]) for i in _FLOATS]
-        return ints, total, sums
+        return ints[end:], total, sums
 
     def totals(self) -> dict[str, float]:
         """Master: the summed counters and gauges as a plain dict (for pushing, e.g. StatsD).
@@ -290,7 +294,7 @@ class Registry:
     def render(self) -> str:
         """All metrics in the Prometheus text format 0.0.4: live slots plus retired ones."""
         workers = self.max_workers
-        ints, total, sums = self._sum()
+        master, total, sums = self._sum()
         out: list[str] = []
         family = _Family(out)
         family("requests_total", "counter", "HTTP responses sent, by request method and status "
@@ -325,7 +329,7 @@ class Registry:
         out.append(f"frontdesk_requests_limited_total {total[_LIMITED]}\n")
         family("worker_restarts_total", "counter", "Workers replaced, by cause.")
         for k, cause in enumerate(CAUSES):
-            value = ints[self._master + _RESTARTS + k]
+            value = master[_RESTARTS + k]
             out.append(f'frontdesk_worker_restarts_total{{cause="{cause}"}} {value}\n')
         # Gauges: the retired slot's are always zero, so the totals are the live workers' sums.
         for offset, (name, text) in enumerate(_GAUGE_NAMES):

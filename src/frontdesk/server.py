@@ -80,13 +80,21 @@ def _config_reloader(start_cwd: str) -> Callable[[], Any]:
     return reload
 
 
+def metrics_slots(workers: int) -> int:
+    """How many workers the metrics count at once (docs/metrics.md): `--workers` at start x 4,
+    at least 64."""
+    return max(64, 4 * workers)
+
+
 def start_metrics(config: Any) -> tuple[Any, Any, Any]:
     """The metrics registry, its server for `--metrics-bind` and its pusher for `--statsd-host`,
     started; each None when not configured (the registry when neither is).
 
-    Slots for three times the workers, plus some: two generations overlap during a reload, and
-    recycled workers keep theirs until they are reaped. Raises OSError (one line) if the
-    address cannot be bound.
+    Slots: two generations overlap during a reload, recycled workers keep theirs until they are
+    reaped, and a HUP or TTIN may raise the number of workers, but the region is sized once. So
+    `metrics_slots(workers)`, generously: a slot's pages cost nothing until a worker touches them
+    (and a scrape reads only the slots ever used). Raises OSError (one line) if the address
+    cannot be bound.
     """
     bind = getattr(config, "metrics_bind", None)
     statsd = getattr(config, "statsd_host", None)
@@ -94,7 +102,7 @@ def start_metrics(config: Any) -> tuple[Any, Any, Any]:
         return None, None, None
     from frontdesk import metrics
 
-    registry = metrics.Registry(max_workers=3 * config.workers + 8, status_codes=bool(statsd))
+    registry = metrics.Registry(max_workers=metrics_slots(config.workers), status_codes=bool(statsd))
     server = pusher = None
     if bind:
         address: Any = sockets.parse_address(bind)[1]

@@ -412,3 +412,27 @@ def test_a_reload_names_the_changed_settings_it_cannot_apply(caplog):
     caplog.clear()
     arbiter.handle_hup()  # nothing changed since
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_running_out_of_metrics_slots_is_said_once(monkeypatch, caplog):
+    import os
+    import selectors
+
+    from frontdesk.metrics import Registry
+
+    arbiter = Fake(workers=3)
+    arbiter._spawn = Arbiter._spawn.__get__(arbiter)  # type: ignore[method-assign]  # the real one
+    arbiter._selector = selectors.DefaultSelector()
+    arbiter.metrics = Registry(1)
+    pids = iter(range(501, 510))
+    monkeypatch.setattr(os, "fork", lambda: next(pids))  # as the parent sees a fork
+    try:
+        arbiter.tick()
+        arbiter.handle_ttin()
+        arbiter.tick()
+        assert [w.slot for w in arbiter.workers.values()] == [0, None, None, None]
+        assert caplog.text.count("All 1 metrics slots are taken") == 1
+    finally:
+        for worker in arbiter.workers.values():
+            os.close(worker.fd)
+        arbiter._selector.close()

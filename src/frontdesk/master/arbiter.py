@@ -328,6 +328,7 @@ class Arbiter:
         self.ever_ready = False  # some worker of this master has sent READY
         self.boot_failures = 0
         self.spawn_failures = 0  # fork() or pipe() failed, in a row (see `_spawn`)
+        self.slots_warned = False  # the metrics slots ran out once (warned then, not again)
         self.next_spawn = 0.0
         self.booted = False  # the first generation became ready
         self.reloading = False
@@ -760,8 +761,10 @@ class Arbiter:
     def _spawn(self) -> None:
         now = self.clock()
         slot = self.metrics.claim() if self.metrics is not None else None
-        if self.metrics is not None and slot is None:
-            log.warning("All %d metrics slots are taken: the next worker is not counted",
+        if self.metrics is not None and slot is None and not self.slots_warned:
+            self.slots_warned = True
+            log.warning("All %d metrics slots are taken: workers forked while none is free serve,"
+                        " but their requests are not counted (said once; see docs/metrics.md)",
                         self.metrics.max_workers)
         fds: list[int] = []
         try:
