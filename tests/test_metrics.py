@@ -95,6 +95,8 @@ def test_two_forked_workers_one_retired_sum_exactly():
     assert (a, b) == (0, 1)
     in_child(registry, a, worker_a)
     in_child(registry, b, worker_b)
+    registry.serving(a, True)  # the master heard READY from both
+    registry.serving(b, True)
     registry.retire(a)  # b is dead too, but not reaped yet: its gauges still count
     registry.worker_restart("crash")
     registry.worker_restart("max-requests")
@@ -169,6 +171,7 @@ def test_bucket_bounds_and_unusual_statuses():
     registry = Registry(1)
     metrics = registry.worker(registry.claim())
     metrics.reset()
+    registry.serving(0, True)
     metrics.request(method_index("PATCH"), 999, 0.001, 30.0, 0, 0)  # on a bound: that bucket
     metrics.request(method_index(b"PUT"), 1000, 0.0011, 31.0, 0, 0)  # no status: class "other"
     metrics.static(404)
@@ -337,3 +340,23 @@ def test_a_scrape_reads_only_the_slots_ever_claimed():
     assert 'frontdesk_requests_total{method="GET",status="5xx"} 1' in text  # from the retired slot
     assert 'frontdesk_worker_restarts_total{cause="crash"} 1' in text
     assert registry.totals()["requests"] == 2
+
+
+def test_workers_counts_serving_workers_not_booting_or_draining_ones():
+    registry = Registry(2)
+    slot = registry.claim()
+    metrics = registry.worker(slot)
+    metrics.reset()  # booting
+    metrics.set_gauges(1, 0, 0, 8, 0)
+
+    def workers() -> float:
+        return scrape(registry.render())[("frontdesk_workers", ())]
+
+    assert workers() == 0 and registry.totals()["workers"] == 0
+    registry.serving(slot, True)  # READY
+    assert workers() == 1 and registry.totals()["workers"] == 1
+    registry.serving(slot, False)  # told to stop: draining
+    assert workers() == 0
+    assert scrape(registry.render())[("frontdesk_open_connections", ())] == 1  # still its own
+    registry.retire(slot)
+    assert workers() == 0

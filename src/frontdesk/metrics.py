@@ -24,9 +24,14 @@ A slot's life, driven by the master:
     ==========  ==============================================  =================================
     free        start; `retire(i)`; `release(i)` (no fork)      `claim()` returns i
     claimed     `claim()`, before the fork                      the worker calls `reset()`
-    live        the new worker's `reset()` (counted in          the master reaped it and called
-                `frontdesk_workers`)                            `retire(i)`
+    live        the new worker's `reset()`                      the master reaped it and called
+                                                                `retire(i)`
     ==========  ==============================================  =================================
+
+`frontdesk_workers` counts the workers that serve: the master sets a live slot's `_LIVE` cell
+when its worker sends READY and clears it when it tells the worker to stop (`serving(i, ...)`),
+so booting and draining workers are not counted. That cell is the one the master writes in a
+worker's slot; the worker only zeroes it in `reset()`, before READY.
 
 `retire(i)` adds the dead worker's counters to the retired slot and zeroes its slot, under a lock
 shared with `render()`, so a scrape never sees them twice or not at all: the totals stay monotonic
@@ -158,11 +163,11 @@ class WorkerMetrics:
         q[_GAUGES + 4] = queue_depth
 
     def reset(self) -> None:
-        """A fresh worker takes the slot: zero it and count the worker as live."""
+        """A fresh worker takes the slot: zero it (before it tells the master it is ready, so
+        before the master counts it as serving: `Registry.serving`)."""
         q = self._q
         for i in range(_SLOT):
             q[i] = 0
-        q[_LIVE] = 1
 
 
 class _CodeCounting(WorkerMetrics):
@@ -241,6 +246,11 @@ class Registry:
             for i in range(_SLOT):
                 q[i] = 0
         self._free.add(index)
+
+    def serving(self, index: int, serving: bool) -> None:
+        """Master: count the worker of slot `index` in `frontdesk_workers` (it sent READY) or no
+        more (it was told to stop, and drains)."""
+        self._q[index * _SLOT + _LIVE] = int(serving)
 
     def worker_restart(self, cause: str) -> None:
         """Master: a worker was replaced; `cause` is one of `CAUSES`."""
@@ -335,8 +345,8 @@ class Registry:
         for offset, (name, text) in enumerate(_GAUGE_NAMES):
             family(name, "gauge", text)
             out.append(f"frontdesk_{name} {total[_GAUGES + offset]}\n")
-        family("workers", "gauge", "Worker processes serving (up to the registry's "
-               f"{workers} slots).")
+        family("workers", "gauge", "Worker processes serving: ready and not stopping (up to "
+               f"the registry's {workers} slots).")
         out.append(f"frontdesk_workers {total[_LIVE]}\n")
         return "".join(out)
 

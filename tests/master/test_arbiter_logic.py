@@ -436,3 +436,33 @@ def test_running_out_of_metrics_slots_is_said_once(monkeypatch, caplog):
         for worker in arbiter.workers.values():
             os.close(worker.fd)
         arbiter._selector.close()
+
+
+def test_the_workers_gauge_counts_ready_workers_until_they_are_told_to_stop():
+    from frontdesk.metrics import Registry
+
+    arbiter = Fake(workers=2)
+    arbiter.metrics = Registry(4)
+    spawn = Fake._spawn
+
+    def spawn_with_slot(self: Fake) -> None:
+        spawn(self)
+        self.workers[self.next_pid].slot = self.metrics.claim()
+
+    arbiter._spawn = spawn_with_slot.__get__(arbiter)  # type: ignore[method-assign]
+
+    def workers() -> float:
+        return arbiter.metrics.totals()["workers"]
+
+    arbiter.tick()
+    assert workers() == 0  # booting
+    arbiter.ready(101)
+    assert workers() == 1
+    arbiter.ready(102)
+    arbiter.handle_ttou()
+    arbiter.tick()
+    assert arbiter.sent == [(101, signal.SIGTERM)] and workers() == 1  # 101 drains
+    arbiter.exit(101, exited(0))
+    assert workers() == 1
+    arbiter.handle_term()
+    assert workers() == 0

@@ -548,6 +548,8 @@ class Arbiter:
                 worker.last_beat = now
             elif byte == common.READY:
                 worker.ready, worker.last_beat = True, now
+                if worker.slot is not None and not worker.kill_at:
+                    self.metrics.serving(worker.slot, True)
                 self.boot_failures, self.ever_ready = 0, True
                 log.info("Worker %d ready (%.2f s to boot)", worker.pid, now - worker.started)
             elif byte in (common.RETIRE, common.STUCK) and not worker.retiring:
@@ -711,6 +713,8 @@ class Arbiter:
         if worker.killed:
             return
         self._kill(worker, sig)
+        if worker.slot is not None and not worker.kill_at:
+            self.metrics.serving(worker.slot, False)  # it drains: no longer counted as serving
         worker.why = worker.why if worker.kill_at else why
         worker.kill_at = min(worker.kill_at, kill_at) if worker.kill_at else kill_at
 
