@@ -466,3 +466,31 @@ def test_the_workers_gauge_counts_ready_workers_until_they_are_told_to_stop():
     assert workers() == 1
     arbiter.handle_term()
     assert workers() == 0
+
+
+def test_a_long_app_failure_report_reaches_the_master_whole(monkeypatch):
+    import os
+
+    from frontdesk import loader
+    from frontdesk.errors import AppLoadError
+
+    frame = "  " + "\u2603" * 60 + "\n"  # 6 bytes each in JSON: 16,000 characters are 90 KiB
+    trace = "Traceback (most recent call last):\n" + frame * 1000 + "ValueError: the end\n"
+    monkeypatch.setattr(loader, "app_traceback", lambda exc: trace)
+    read_fd, write_fd = os.pipe()
+    for fd in (read_fd, write_fd):
+        os.set_blocking(fd, False)  # as `_spawn` makes them
+    arbiter = Fake(workers=1)
+    try:
+        arbiter._app_failed(write_fd, AppLoadError("module 'app' blew\nup"))
+        data = os.read(read_fd, 1 << 20)
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    assert data.endswith(b"\n") and 28 * 1024 < len(data) <= 32 * 1024  # cut, not more than needed
+    arbiter.tick()
+    worker = arbiter.workers[101]
+    arbiter._on_messages(worker, data)
+    assert worker.app_failed and worker.last_words == "module 'app' blew up"
+    assert worker.app_traceback.endswith(frame + "ValueError: the end\n")
+    assert len(worker.app_traceback) > 1000

@@ -99,6 +99,7 @@ BOOT_BACKOFF = 0.1
 MAX_BACKOFF = 10.0
 BOOT_ERROR_STATUS = 3  # a worker's exit status when the app cannot be loaded
 APP_TRACEBACK_MAX = 16_000  # characters of the app's traceback a worker sends (its end)
+APP_REPORT_MAX = 32 * 1024  # bytes of the whole APP_FAILED line: half of what a pipe holds
 MEMORY_CHECK_INTERVAL = 1.0  # seconds between two reads of the workers' RSS
 LOG_OWNER_CHECK_INTERVAL = 1.0  # --user/--group: seconds between two checks of the log files' owner
 MEMORY_JITTER = 0.1  # each worker's memory limit: a random 90 % .. 100 % of --max-worker-memory
@@ -849,7 +850,8 @@ class Arbiter:
             status = exc.code if isinstance(exc.code, int) else 1
         except BaseException as exc:
             log.exception("Worker %d crashed", os.getpid())
-            common.send(fd, common.BOOT_FAILED + f"{type(exc).__name__}: {exc}".encode()[:400] + b"\n")
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line, whatever it says
+            common.send_last(fd, common.BOOT_FAILED + reason.encode()[:400] + b"\n")
         finally:
             for handler in logging.getLogger("frontdesk.error").handlers + logging.getLogger().handlers:
                 with contextlib.suppress(OSError, ValueError):
@@ -865,8 +867,14 @@ class Arbiter:
         from frontdesk.loader import app_traceback
 
         reason = " ".join(str(exc).split())[:1000]
-        report = json.dumps({"reason": reason, "traceback": app_traceback(exc)[-APP_TRACEBACK_MAX:]})
-        common.send(fd, common.APP_FAILED + report.encode() + b"\n")
+        trace = app_traceback(exc)[-APP_TRACEBACK_MAX:]
+        while True:  # a character may take up to 12 bytes in JSON: cut the start until it fits
+            report = common.APP_FAILED + json.dumps({"reason": reason, "traceback": trace}).encode() + b"\n"
+            if len(report) <= APP_REPORT_MAX or not trace:
+                break
+            keep = min(len(trace) - 1, len(trace) * APP_REPORT_MAX // len(report))
+            trace = trace[len(trace) - keep :]
+        common.send_last(fd, report)
 
     # -- stopping ---------------------------------------------------------------------------------
 
