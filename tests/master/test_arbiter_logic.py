@@ -494,3 +494,13 @@ def test_a_long_app_failure_report_reaches_the_master_whole(monkeypatch):
     assert worker.app_failed and worker.last_words == "module 'app' blew up"
     assert worker.app_traceback.endswith(frame + "ValueError: the end\n")
     assert len(worker.app_traceback) > 1000
+
+
+def test_a_burst_of_signals_keeps_the_first_and_sigchld_is_not_queued():
+    arbiter = Fake(workers=1)
+    arbiter._enqueue(signal.SIGCHLD, None)
+    assert not arbiter._signals
+    arbiter._enqueue(signal.SIGTERM, None)
+    for _ in range(200):
+        arbiter._enqueue(signal.SIGTTIN, None)
+    assert arbiter._signals[0] == signal.SIGTERM and len(arbiter._signals) == 64

@@ -7,7 +7,8 @@ an event loop and never speaks HTTP. It is one loop (`_run_loop`), woken by a si
 `signal.set_wakeup_fd`), by a worker's pipe (`frontdesk.master.common`) or by a deadline:
 
     1. dispatch queued signals: the handler only appends the signal number to `_signals`; the
-       loop calls `handle_<name>` (gunicorn's arbiter, STYLE.md principle 8)
+       loop calls `handle_<name>` (gunicorn's arbiter, STYLE.md principle 8). SIGCHLD is not
+       queued: its handler is there to wake the loop, which reaps every time round
     2. reap every exited child with waitpid(-1): workers, the new master of an upgrade, and, as
        PID 1 in a container, any orphan
     3. liveness: a worker silent for --timeout gets SIGUSR2 (its threads' stacks go to the error
@@ -104,6 +105,7 @@ MEMORY_CHECK_INTERVAL = 1.0  # seconds between two reads of the workers' RSS
 LOG_OWNER_CHECK_INTERVAL = 1.0  # --user/--group: seconds between two checks of the log files' owner
 MEMORY_JITTER = 0.1  # each worker's memory limit: a random 90 % .. 100 % of --max-worker-memory
 MEMORY = "memory limit"  # `_Worker.why` for a worker replaced for its memory
+SIGNAL_QUEUE_MAX = 64  # signals waiting for the loop; more in one burst are dropped
 
 _HANDLED = (
     signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
@@ -341,7 +343,7 @@ class Arbiter:
         self.next_log_owner_check = 0.0
         self.pidfile: str | None = None
         self._age = 0
-        self._signals: deque[int] = deque(maxlen=64)
+        self._signals: deque[int] = deque()  # at most SIGNAL_QUEUE_MAX: see `_enqueue`
         self._wake_r = self._wake_w = -1
         self._selector: selectors.BaseSelector | None = None
         self._notify_socket: str | None = None
@@ -429,7 +431,10 @@ class Arbiter:
         log.info("Master %d: shutting down", os.getpid())
 
     def _enqueue(self, signum: int, frame: Any) -> None:
-        self._signals.append(signum)  # the wakeup fd already woke the loop
+        # The wakeup fd already woke the loop. SIGCHLD needs no entry: the loop reaps every time
+        # round. A burst past the bound drops the newest signals, never a TERM or HUP before it.
+        if signum != signal.SIGCHLD and len(self._signals) < SIGNAL_QUEUE_MAX:
+            self._signals.append(signum)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -462,7 +467,7 @@ class Arbiter:
         queued: list[int] = []
         while self._signals:
             sig = self._signals.popleft()
-            if sig not in (signal.SIGHUP, signal.SIGCHLD) or sig not in queued:
+            if sig != signal.SIGHUP or sig not in queued:
                 queued.append(sig)  # HUPs sent together (an operator's, --reload's) are one
         for sig in queued:
             handler = getattr(self, "handle_" + _signame(sig)[3:].lower(), None)
@@ -936,9 +941,6 @@ class Arbiter:
     def handle_quit(self) -> None:
         log.info("Handling signal: QUIT: fast shutdown")
         self._stop(graceful=False)
-
-    def handle_chld(self) -> None:
-        self._reap()
 
     # -- more or fewer workers, log files ---------------------------------------------------------
 
