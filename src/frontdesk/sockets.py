@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 INHERIT_ENV = "_FRONTDESK_INHERIT"
+STALE_PROBE_TIMEOUT = 1.0  # seconds: a unix socket file whose server does not answer is kept
 _SD_LISTEN_FDS_START = 3
 
 
@@ -152,6 +153,7 @@ def _remove_stale_unix_socket(path: str) -> None:
     except FileNotFoundError:
         return
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(STALE_PROBE_TIMEOUT)  # a live server whose backlog is full makes it wait
     try:
         probe.connect(path)
     except ConnectionRefusedError:

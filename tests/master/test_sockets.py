@@ -29,6 +29,43 @@ def listening_tcp() -> socket.socket:
 # -- frontdesk.sockets ----------------------------------------------------------------------------
 
 
+def test_a_live_unix_socket_with_a_full_backlog_is_not_waited_for(tmp_path):
+    import threading
+
+    path = tmp_path / "busy.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(0)
+    clients = []
+    try:
+        while True:  # fill its backlog: a blocking connect() now waits for an accept()
+            client = socket.socket(socket.AF_UNIX)
+            client.setblocking(False)
+            clients.append(client)
+            try:
+                client.connect(str(path))
+            except BlockingIOError:
+                break
+        outcome: list[BaseException] = []
+
+        def bind() -> None:
+            try:
+                sockets.bind(f"unix:{path}")
+            except BaseException as exc:  # noqa: BLE001 - checked below
+                outcome.append(exc)
+
+        thread = threading.Thread(target=bind, daemon=True)
+        thread.start()
+        thread.join(5)
+        assert not thread.is_alive(), "bind() hung on the probe of a live socket"
+        assert isinstance(outcome[0], sockets.BindError) and "address already in use" in str(outcome[0])
+        assert path.exists()
+    finally:
+        for client in clients:
+            client.close()
+        server.close()
+
+
 def test_unix_socket_is_created_under_the_umask_and_a_stale_one_replaced(tmp_path):
     path = tmp_path / "fd.sock"
     first = sockets.bind(f"unix:{path}", umask=0o077)
