@@ -261,10 +261,12 @@ def test_endpoint_serves_metrics_and_404(server):
 
 
 def test_endpoint_bind_error_is_clear(server):
-    # A port held by another program (one that did not opt in to SO_REUSEPORT, as frontdesk's
-    # metrics socket does so that a USR2-upgraded master can bind beside the old one).
-    import socket
-
+    # No SO_REUSEPORT: not even another frontdesk may bind beside it and take half the scrapes
+    # (the new master of an upgrade inherits the socket instead).
+    host, port = server.address
+    with pytest.raises(OSError, match=rf"cannot serve metrics on 127\.0\.0\.1:{port}: address "
+                                      "already in use"):
+        MetricsServer(server.registry, host, port).start()
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
@@ -360,3 +362,37 @@ def test_workers_counts_serving_workers_not_booting_or_draining_ones():
     assert scrape(registry.render())[("frontdesk_open_connections", ())] == 1  # still its own
     registry.retire(slot)
     assert workers() == 0
+
+
+def test_an_inherited_socket_is_served_only_once_told():
+    registry = Registry(1)
+    registry.worker_restart("crash")
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    srv = MetricsServer(registry, "127.0.0.1", port, sock=listening)
+    srv.open()
+    try:
+        assert srv.address == ("127.0.0.1", port) and srv.fileno() == listening.fileno()
+        assert not srv.serving
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as early:
+            early.sendall(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+            early.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                early.recv(1)  # queued in the backlog: nobody answers yet
+            srv.serve()
+            early.settimeout(5)
+            assert early.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")  # answered now
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert 'frontdesk_worker_restarts_total{cause="crash"} 1' in response.read().decode()
+    finally:
+        srv.stop()
+    assert listening.fileno() == -1  # closed by stop()
+
+
+def test_stop_without_serving_closes_at_once():
+    srv = MetricsServer(Registry(1), "127.0.0.1", 0)
+    srv.open()
+    port = srv.address[1]
+    srv.stop()  # never served: must not wait for a serve_forever that never ran
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()

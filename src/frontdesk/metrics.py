@@ -410,15 +410,27 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
-    # A USR2 upgrade starts a new master while the old one still serves metrics on this port.
-    allow_reuse_port = True
+    # No SO_REUSEPORT: across a USR2 upgrade the new master inherits this very socket (see
+    # `MetricsServer`), and no other process may bind beside it and take half the scrapes.
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], registry: Registry) -> None:
+    def __init__(self, address: tuple[str, int], registry: Registry,
+                 sock: socket.socket | None = None) -> None:
         self.registry = registry
-        if ":" in address[0]:
+        if sock is not None:
+            self.address_family = sock.family
+        elif ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, bind_and_activate=sock is None)
+        if sock is not None:  # adopt the inherited listening socket instead of the one made
+            self.socket.close()
+            self.socket = sock
+            self.server_address = sock.getsockname()
+            self.server_name = str(self.server_address[0])
+            self.server_port = int(self.server_address[1])
+        # Two masters hold the socket for a moment during an upgrade: a connection the other
+        # one accepted first must not leave this thread blocked in accept() (and stop() hung).
+        self.socket.setblocking(False)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls socket.getfqdn(): a DNS lookup the master can do without.
@@ -430,15 +442,21 @@ class _Server(ThreadingHTTPServer):
 class MetricsServer:
     """`GET /metrics` for Prometheus, served by a daemon thread of the master.
 
-    `start()` binds and starts serving (OSError with the address if it cannot bind), `address`
-    is the bound (host, port), `stop()` stops and closes. In a forked child, call
-    `close_after_fork()` instead: the serving thread does not exist there.
+    `start()` binds (OSError with the address if it cannot) and serves; `open()` and `serve()`
+    are its two halves. With `sock`, a listening socket inherited from the old master of a USR2
+    upgrade, `open()` adopts it instead of binding, and the new master calls `serve()` only once
+    it takes over: until then the old master alone answers on it, from its own registry.
+    `address` is the bound (host, port), `fileno()` the listening socket's fd (passed to the next
+    master), `stop()` stops and closes. In a forked child, call `close_after_fork()` instead: the
+    serving thread does not exist there.
     """
 
-    def __init__(self, registry: Registry, host: str, port: int) -> None:
+    def __init__(self, registry: Registry, host: str, port: int,
+                 sock: socket.socket | None = None) -> None:
         self.registry = registry
         self.host = host
         self.port = port
+        self._sock = sock
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -450,14 +468,32 @@ class MetricsServer:
         host, port = self._server.server_address[:2]
         return str(host), int(port)
 
+    @property
+    def serving(self) -> bool:
+        return self._thread is not None
+
+    def fileno(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the metrics server is not started")
+        return self._server.socket.fileno()
+
     def start(self) -> None:
+        self.open()
+        self.serve()
+
+    def open(self) -> None:
         try:
-            self._server = _Server((self.host, self.port), self.registry)
+            self._server = _Server((self.host, self.port), self.registry, self._sock)
         except OSError as exc:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else (
                 exc.strerror or str(exc))
             raise OSError(exc.errno, f"cannot serve metrics on {self.host}:{self.port}: "
                           f"{reason}") from exc
+        self._sock = None
+
+    def serve(self) -> None:
+        if self._server is None or self._thread is not None:
+            return
         # serve_forever notices stop() at its next poll: 0.1 s bounds how long stop() waits.
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
                                          name="frontdesk-metrics", daemon=True)
@@ -465,7 +501,8 @@ class MetricsServer:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            if self._thread is not None:  # shutdown() waits for serve_forever: only if it runs
+                self._server.shutdown()
             self._server.server_close()
             self._server = None
         if self._thread is not None:

@@ -319,6 +319,7 @@ class Arbiter:
         self.start_cwd = start_cwd
         self.metrics = metrics  # frontdesk.metrics.Registry, when --metrics-bind is set
         self.metrics_server = metrics_server
+        self.metrics_bind = getattr(config, "metrics_bind", None)  # its address (HUP keeps it)
         self.clock: Callable[[], float] = time.monotonic  # tests give their own
         self.read_rss: Callable[[int], int | None] = _rss  # tests give their own
         self.workers: dict[int, _Worker] = {}
@@ -892,6 +893,9 @@ class Arbiter:
         delay = getattr(self.config, "drain_delay", 0.0) if drain else 0.0
         if self.reexec_pid:
             self._sd_notify(f"MAINPID={self.reexec_pid}\nSTATUS=handing over to master {self.reexec_pid}")
+            if self.metrics_server is not None:  # the new master answers scrapes from now on
+                self.metrics_server.stop()
+                log.info("Metrics: handed over to master %d", self.reexec_pid)
         elif graceful and delay:
             # The new master of an upgrade serves on: no delay then. Otherwise readiness fails
             # now, and the workers serve on until the balancers have noticed (module docstring).
@@ -1080,8 +1084,12 @@ class Arbiter:
             return
         log.info("Handling signal: USR2: starting a new master on the same sockets")
         env = dict(os.environ)
-        env[sockets.INHERIT_ENV] = sockets.inherit_env_value(os.getpid(), self.listeners)
         fds = [listener.fd for listener in self.listeners]
+        metrics = None
+        if self.metrics_server is not None and self.metrics_bind:
+            metrics = (self.metrics_bind, self.metrics_server.fileno())
+            fds.append(metrics[1])
+        env[sockets.INHERIT_ENV] = sockets.inherit_env_value(os.getpid(), self.listeners, metrics)
         argv = [sys.executable, *sys.orig_argv[1:]]
         if self.pidfile:
             self._rename_pidfile(self.pidfile + ".oldbin")
@@ -1111,6 +1119,7 @@ class Arbiter:
         if os.getppid() != self.old_master:
             log.info("Master %d: the old master %d is gone; this master takes over", os.getpid(), self.old_master)
             self.old_master = 0
+            self._serve_metrics()
             if self.pidfile and self.config.pid:
                 self._rename_pidfile(pidfile_name(self.config.pid, self._start_dir()))
             return
@@ -1121,6 +1130,14 @@ class Arbiter:
                 os.kill(self.old_master, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+            self._serve_metrics()  # the old master stops serving them on that TERM
+
+    def _serve_metrics(self) -> None:
+        """Take over the metrics socket inherited from the old master (see `server.start_metrics`)."""
+        if self.metrics_server is not None and not self.metrics_server.serving:
+            self.metrics_server.serve()
+            log.info("Metrics at: http://%s:%d/metrics, served by this master from now on",
+                     *self.metrics_server.address)
 
     # -- pid file, systemd --------------------------------------------------------------------------
 
