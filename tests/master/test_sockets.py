@@ -120,6 +120,26 @@ def test_adopted_sockets_are_close_on_exec():
     sock.close()
 
 
+def test_the_metrics_socket_is_passed_beside_the_listeners_and_left_to_its_owner():
+    from types import SimpleNamespace
+
+    sock, metrics = listening_tcp(), listening_tcp()
+    listener = SimpleNamespace(spec="127.0.0.1:0", fd=os.dup(sock.fileno()))  # what is passed
+    env = {sockets.INHERIT_ENV: sockets.inherit_env_value(
+        4242, [listener], ("127.0.0.1:9100", metrics.fileno()))}  # type: ignore[list-item]
+    assert sockets.inherited_metrics(env) == ("127.0.0.1:9100", metrics.fileno())
+    [kept], old = sockets.open_listeners(("127.0.0.1:0",), environ=env)
+    assert old == 4242 and sockets.INHERIT_ENV not in env
+    os.fstat(metrics.fileno())  # not closed with the listeners nobody wants: start_metrics decides
+    adopted = sockets.adopt("127.0.0.1:9100", os.dup(metrics.fileno()))
+    assert not adopted.get_inheritable()
+    assert sockets.inherited_metrics({sockets.INHERIT_ENV: sockets.inherit_env_value(1, [])}) is None
+    assert sockets.inherited_metrics({sockets.INHERIT_ENV: '{"metrics": 3}'}) is None
+    assert sockets.inherited_metrics({}) is None
+    for s in (kept.sock, adopted, sock, metrics):
+        s.close()
+
+
 def test_systemd_fds_only_for_this_pid_and_the_variables_are_removed():
     env = {"LISTEN_FDS": "2", "LISTEN_PID": str(os.getpid()), "LISTEN_FDNAMES": "a:b", "X": "1"}
     assert sockets.systemd_fds(env) == [3, 4]
