@@ -95,6 +95,8 @@ def test_two_forked_workers_one_retired_sum_exactly():
     assert (a, b) == (0, 1)
     in_child(registry, a, worker_a)
     in_child(registry, b, worker_b)
+    registry.serving(a, True)  # the master heard READY from both
+    registry.serving(b, True)
     registry.retire(a)  # b is dead too, but not reaped yet: its gauges still count
     registry.worker_restart("crash")
     registry.worker_restart("max-requests")
@@ -169,6 +171,7 @@ def test_bucket_bounds_and_unusual_statuses():
     registry = Registry(1)
     metrics = registry.worker(registry.claim())
     metrics.reset()
+    registry.serving(0, True)
     metrics.request(method_index("PATCH"), 999, 0.001, 30.0, 0, 0)  # on a bound: that bucket
     metrics.request(method_index(b"PUT"), 1000, 0.0011, 31.0, 0, 0)  # no status: class "other"
     metrics.static(404)
@@ -258,10 +261,12 @@ def test_endpoint_serves_metrics_and_404(server):
 
 
 def test_endpoint_bind_error_is_clear(server):
-    # A port held by another program (one that did not opt in to SO_REUSEPORT, as frontdesk's
-    # metrics socket does so that a USR2-upgraded master can bind beside the old one).
-    import socket
-
+    # No SO_REUSEPORT: not even another frontdesk may bind beside it and take half the scrapes
+    # (the new master of an upgrade inherits the socket instead).
+    host, port = server.address
+    with pytest.raises(OSError, match=rf"cannot serve metrics on 127\.0\.0\.1:{port}: address "
+                                      "already in use"):
+        MetricsServer(server.registry, host, port).start()
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
@@ -309,3 +314,85 @@ def test_endpoint_on_ipv6_loopback():
     finally:
         srv.stop()
 
+
+
+@pytest.mark.parametrize("workers, slots", [(1, 64), (4, 64), (16, 64), (40, 160)])
+def test_slots_cover_a_reload_to_many_more_workers(workers, slots):
+    from types import SimpleNamespace
+
+    from frontdesk.server import start_metrics
+
+    config = SimpleNamespace(metrics_bind="127.0.0.1:0", statsd_host=None, workers=workers)
+    registry, server, _ = start_metrics(config)
+    try:
+        assert registry.max_workers == slots
+    finally:
+        server.stop()
+
+
+def test_a_scrape_reads_only_the_slots_ever_claimed():
+    registry = Registry(64)
+    registry.worker(registry.claim()).request(0, 200, 0.01, NOT_QUEUED, 0, 10)
+    second = registry.claim()
+    registry.worker(second).request(0, 500, 0.01, NOT_QUEUED, 0, 10)
+    registry.retire(second)
+    registry.worker_restart("crash")
+    text = registry.render()
+    assert 'frontdesk_requests_total{method="GET",status="2xx"} 1' in text
+    assert 'frontdesk_requests_total{method="GET",status="5xx"} 1' in text  # from the retired slot
+    assert 'frontdesk_worker_restarts_total{cause="crash"} 1' in text
+    assert registry.totals()["requests"] == 2
+
+
+def test_workers_counts_serving_workers_not_booting_or_draining_ones():
+    registry = Registry(2)
+    slot = registry.claim()
+    metrics = registry.worker(slot)
+    metrics.reset()  # booting
+    metrics.set_gauges(1, 0, 0, 8, 0)
+
+    def workers() -> float:
+        return scrape(registry.render())[("frontdesk_workers", ())]
+
+    assert workers() == 0 and registry.totals()["workers"] == 0
+    registry.serving(slot, True)  # READY
+    assert workers() == 1 and registry.totals()["workers"] == 1
+    registry.serving(slot, False)  # told to stop: draining
+    assert workers() == 0
+    assert scrape(registry.render())[("frontdesk_open_connections", ())] == 1  # still its own
+    registry.retire(slot)
+    assert workers() == 0
+
+
+def test_an_inherited_socket_is_served_only_once_told():
+    registry = Registry(1)
+    registry.worker_restart("crash")
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    srv = MetricsServer(registry, "127.0.0.1", port, sock=listening)
+    srv.open()
+    try:
+        assert srv.address == ("127.0.0.1", port) and srv.fileno() == listening.fileno()
+        assert not srv.serving
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as early:
+            early.sendall(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+            early.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                early.recv(1)  # queued in the backlog: nobody answers yet
+            srv.serve()
+            early.settimeout(5)
+            assert early.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")  # answered now
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert 'frontdesk_worker_restarts_total{cause="crash"} 1' in response.read().decode()
+    finally:
+        srv.stop()
+    assert listening.fileno() == -1  # closed by stop()
+
+
+def test_stop_without_serving_closes_at_once():
+    srv = MetricsServer(Registry(1), "127.0.0.1", 0)
+    srv.open()
+    port = srv.address[1]
+    srv.stop()  # never served: must not wait for a serve_forever that never ran
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()

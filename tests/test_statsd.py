@@ -61,7 +61,9 @@ def work(m: WorkerMetrics) -> None:
 def test_pusher_sends_deltas_with_gunicorns_names(udp: socket.socket) -> None:
     registry = Registry(max_workers=2, status_codes=True)
     pusher = StatsdPusher(registry, *udp.getsockname())  # the default prefix: none, as gunicorn
-    in_child(registry, registry.claim(), work)  # the child exits: its slot stays live
+    slot = registry.claim()
+    in_child(registry, slot, work)  # the child exits: its slot stays live
+    registry.serving(slot, True)  # as the master does on READY
     pusher.push()
     first = receive(udp, 0.5)
     # gunicorn/instrument/statsd.py: gunicorn.requests, gunicorn.request.status.<code> (the

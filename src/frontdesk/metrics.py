@@ -22,11 +22,16 @@ A slot's life, driven by the master:
     ==========  ==============================================  =================================
     state       entered when                                    left when
     ==========  ==============================================  =================================
-    free        start; `retire(i)`                              `claim()` returns i
+    free        start; `retire(i)`; `release(i)` (no fork)      `claim()` returns i
     claimed     `claim()`, before the fork                      the worker calls `reset()`
-    live        the new worker's `reset()` (counted in          the master reaped it and called
-                `frontdesk_workers`)                            `retire(i)`
+    live        the new worker's `reset()`                      the master reaped it and called
+                                                                `retire(i)`
     ==========  ==============================================  =================================
+
+`frontdesk_workers` counts the workers that serve: the master sets a live slot's `_LIVE` cell
+when its worker sends READY and clears it when it tells the worker to stop (`serving(i, ...)`),
+so booting and draining workers are not counted. That cell is the one the master writes in a
+worker's slot; the worker only zeroes it in `reset()`, before READY.
 
 `retire(i)` adds the dead worker's counters to the retired slot and zeroes its slot, under a lock
 shared with `render()`, so a scrape never sees them twice or not at all: the totals stay monotonic
@@ -158,11 +163,11 @@ class WorkerMetrics:
         q[_GAUGES + 4] = queue_depth
 
     def reset(self) -> None:
-        """A fresh worker takes the slot: zero it and count the worker as live."""
+        """A fresh worker takes the slot: zero it (before it tells the master it is ready, so
+        before the master counts it as serving: `Registry.serving`)."""
         q = self._q
         for i in range(_SLOT):
             q[i] = 0
-        q[_LIVE] = 1
 
 
 class _CodeCounting(WorkerMetrics):
@@ -199,6 +204,7 @@ class Registry:
         self._d = memoryview(self._map).cast("d")
         self._lock = threading.Lock()  # master threads only: retire/restarts vs render
         self._free = set(range(max_workers))  # the master's bookkeeping; children ignore it
+        self._used = 0  # slots 0 .. _used-1 have been claimed at least once: only those are read
 
     def _slot(self, base: int) -> tuple[memoryview[int], memoryview[float]]:
         return self._q[base : base + _SLOT], self._d[base : base + _SLOT]
@@ -210,7 +216,12 @@ class Registry:
             return None
         index = min(self._free)
         self._free.discard(index)
+        self._used = max(self._used, index + 1)
         return index
+
+    def release(self, index: int) -> None:
+        """Master: give back a slot `claim()` returned whose worker was never forked."""
+        self._free.add(index)
 
     def worker(self, index: int | None) -> WorkerMetrics:
         """Worker: the writer for slot `index`; for None, one whose counts go nowhere."""
@@ -236,6 +247,11 @@ class Registry:
                 q[i] = 0
         self._free.add(index)
 
+    def serving(self, index: int, serving: bool) -> None:
+        """Master: count the worker of slot `index` in `frontdesk_workers` (it sent READY) or no
+        more (it was told to stop, and drains)."""
+        self._q[index * _SLOT + _LIVE] = int(serving)
+
     def worker_restart(self, cause: str) -> None:
         """Master: a worker was replaced; `cause` is one of `CAUSES`."""
         if cause not in CAUSES:
@@ -245,15 +261,17 @@ class Registry:
             self._q[cell] += 1
 
     def _sum(self) -> tuple[list[int], list[int], list[float]]:
-        """A snapshot: every raw int cell, the int cells summed over the worker slots and the
-        retired one, and the sums of the float cells (`_FLOATS` order)."""
+        """A snapshot: the master slot's int cells, the int cells summed over the worker slots
+        and the retired one, and the sums of the float cells (`_FLOATS` order). Only the slots
+        ever claimed are read: the others are zero, and their pages stay untouched."""
+        used = self._used * _SLOT
         with self._lock:
-            ints = self._q.tolist()
-            floats = self._d.tolist()
-        end = self._retired + _SLOT  # every worker slot and the retired one, not the master's
+            ints = self._q[:used].tolist() + self._q[self._retired :].tolist()
+            floats = self._d[:used].tolist() + self._d[self._retired : self._master].tolist()
+        end = used + _SLOT  # the claimed worker slots and the retired one, not the master's
         total = [sum(ints[i:end:_SLOT]) for i in range(_SLOT)]
         sums = [sum(floats[i:end:_SLOT]) for i in _FLOATS]
-        return ints, total, sums
+        return ints[end:], total, sums
 
     def totals(self) -> dict[str, float]:
         """Master: the summed counters and gauges as a plain dict (for pushing, e.g. StatsD).
@@ -286,7 +304,7 @@ class Registry:
     def render(self) -> str:
         """All metrics in the Prometheus text format 0.0.4: live slots plus retired ones."""
         workers = self.max_workers
-        ints, total, sums = self._sum()
+        master, total, sums = self._sum()
         out: list[str] = []
         family = _Family(out)
         family("requests_total", "counter", "HTTP responses sent, by request method and status "
@@ -321,14 +339,14 @@ class Registry:
         out.append(f"frontdesk_requests_limited_total {total[_LIMITED]}\n")
         family("worker_restarts_total", "counter", "Workers replaced, by cause.")
         for k, cause in enumerate(CAUSES):
-            value = ints[self._master + _RESTARTS + k]
+            value = master[_RESTARTS + k]
             out.append(f'frontdesk_worker_restarts_total{{cause="{cause}"}} {value}\n')
         # Gauges: the retired slot's are always zero, so the totals are the live workers' sums.
         for offset, (name, text) in enumerate(_GAUGE_NAMES):
             family(name, "gauge", text)
             out.append(f"frontdesk_{name} {total[_GAUGES + offset]}\n")
-        family("workers", "gauge", "Worker processes serving (up to the registry's "
-               f"{workers} slots).")
+        family("workers", "gauge", "Worker processes serving: ready and not stopping (up to "
+               f"the registry's {workers} slots).")
         out.append(f"frontdesk_workers {total[_LIVE]}\n")
         return "".join(out)
 
@@ -392,15 +410,27 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
-    # A USR2 upgrade starts a new master while the old one still serves metrics on this port.
-    allow_reuse_port = True
+    # No SO_REUSEPORT: across a USR2 upgrade the new master inherits this very socket (see
+    # `MetricsServer`), and no other process may bind beside it and take half the scrapes.
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], registry: Registry) -> None:
+    def __init__(self, address: tuple[str, int], registry: Registry,
+                 sock: socket.socket | None = None) -> None:
         self.registry = registry
-        if ":" in address[0]:
+        if sock is not None:
+            self.address_family = sock.family
+        elif ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, bind_and_activate=sock is None)
+        if sock is not None:  # adopt the inherited listening socket instead of the one made
+            self.socket.close()
+            self.socket = sock
+            self.server_address = sock.getsockname()
+            self.server_name = str(self.server_address[0])
+            self.server_port = int(self.server_address[1])
+        # Two masters hold the socket for a moment during an upgrade: a connection the other
+        # one accepted first must not leave this thread blocked in accept() (and stop() hung).
+        self.socket.setblocking(False)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls socket.getfqdn(): a DNS lookup the master can do without.
@@ -412,15 +442,21 @@ class _Server(ThreadingHTTPServer):
 class MetricsServer:
     """`GET /metrics` for Prometheus, served by a daemon thread of the master.
 
-    `start()` binds and starts serving (OSError with the address if it cannot bind), `address`
-    is the bound (host, port), `stop()` stops and closes. In a forked child, call
-    `close_after_fork()` instead: the serving thread does not exist there.
+    `start()` binds (OSError with the address if it cannot) and serves; `open()` and `serve()`
+    are its two halves. With `sock`, a listening socket inherited from the old master of a USR2
+    upgrade, `open()` adopts it instead of binding, and the new master calls `serve()` only once
+    it takes over: until then the old master alone answers on it, from its own registry.
+    `address` is the bound (host, port), `fileno()` the listening socket's fd (passed to the next
+    master), `stop()` stops and closes. In a forked child, call `close_after_fork()` instead: the
+    serving thread does not exist there.
     """
 
-    def __init__(self, registry: Registry, host: str, port: int) -> None:
+    def __init__(self, registry: Registry, host: str, port: int,
+                 sock: socket.socket | None = None) -> None:
         self.registry = registry
         self.host = host
         self.port = port
+        self._sock = sock
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -432,14 +468,32 @@ class MetricsServer:
         host, port = self._server.server_address[:2]
         return str(host), int(port)
 
+    @property
+    def serving(self) -> bool:
+        return self._thread is not None
+
+    def fileno(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the metrics server is not started")
+        return self._server.socket.fileno()
+
     def start(self) -> None:
+        self.open()
+        self.serve()
+
+    def open(self) -> None:
         try:
-            self._server = _Server((self.host, self.port), self.registry)
+            self._server = _Server((self.host, self.port), self.registry, self._sock)
         except OSError as exc:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else (
                 exc.strerror or str(exc))
             raise OSError(exc.errno, f"cannot serve metrics on {self.host}:{self.port}: "
                           f"{reason}") from exc
+        self._sock = None
+
+    def serve(self) -> None:
+        if self._server is None or self._thread is not None:
+            return
         # serve_forever notices stop() at its next poll: 0.1 s bounds how long stop() waits.
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
                                          name="frontdesk-metrics", daemon=True)
@@ -447,7 +501,8 @@ class MetricsServer:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            if self._thread is not None:  # shutdown() waits for serve_forever: only if it runs
+                self._server.shutdown()
             self._server.server_close()
             self._server = None
         if self._thread is not None:

@@ -13,6 +13,7 @@ Every error before the first fork is one `frontdesk: error:` line and status 2.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -80,27 +81,55 @@ def _config_reloader(start_cwd: str) -> Callable[[], Any]:
     return reload
 
 
-def start_metrics(config: Any) -> tuple[Any, Any, Any]:
+def metrics_slots(workers: int) -> int:
+    """How many workers the metrics count at once (docs/metrics.md): `--workers` at start x 4,
+    at least 64."""
+    return max(64, 4 * workers)
+
+
+def start_metrics(config: Any, inherited: tuple[str, int] | None = None) -> tuple[Any, Any, Any]:
     """The metrics registry, its server for `--metrics-bind` and its pusher for `--statsd-host`,
     started; each None when not configured (the registry when neither is).
 
-    Slots for three times the workers, plus some: two generations overlap during a reload, and
-    recycled workers keep theirs until they are reaped. Raises OSError (one line) if the
-    address cannot be bound.
+    `inherited`: the metrics socket the old master of a USR2 upgrade passed (`--metrics-bind`
+    text, fd). When it is for the same address it is adopted, not bound again, and not served
+    yet: the old master serves it until this one takes over (`Arbiter`), so one registry
+    answers at a time. Otherwise its fd is closed.
+
+    Slots: two generations overlap during a reload, recycled workers keep theirs until they are
+    reaped, and a HUP or TTIN may raise the number of workers, but the region is sized once. So
+    `metrics_slots(workers)`, generously: a slot's pages cost nothing until a worker touches them
+    (and a scrape reads only the slots ever used). Raises OSError (one line) if the address
+    cannot be bound.
     """
     bind = getattr(config, "metrics_bind", None)
     statsd = getattr(config, "statsd_host", None)
+    sock = None
+    if inherited is not None:
+        if inherited[0] == bind:
+            try:
+                sock = sockets.adopt(*inherited)
+            except sockets.BindError as exc:
+                raise OSError(f"--metrics-bind {bind}: {exc}") from None
+        else:
+            with contextlib.suppress(OSError):
+                os.close(inherited[1])
     if not bind and not statsd:
         return None, None, None
     from frontdesk import metrics
 
-    registry = metrics.Registry(max_workers=3 * config.workers + 8, status_codes=bool(statsd))
+    registry = metrics.Registry(max_workers=metrics_slots(config.workers), status_codes=bool(statsd))
     server = pusher = None
     if bind:
         address: Any = sockets.parse_address(bind)[1]
-        server = metrics.MetricsServer(registry, str(address[0]), int(address[1]))
-        server.start()
-        log.info("Metrics at: http://%s:%d/metrics", *server.address)
+        server = metrics.MetricsServer(registry, str(address[0]), int(address[1]), sock=sock)
+        if sock is None:
+            server.start()
+            log.info("Metrics at: http://%s:%d/metrics", *server.address)
+        else:
+            server.open()
+            log.info("Metrics at: http://%s:%d/metrics, inherited: the old master answers there"
+                     " until this one takes over", *server.address)
     if statsd:
         host, port = sockets.parse_address(statsd)[1]  # type: ignore[misc]
         pusher = metrics.StatsdPusher(registry, str(host), int(port), config.statsd_prefix)
@@ -140,6 +169,7 @@ def run(config: Any) -> int:
         if config.umask is not None:
             os.umask(config.umask)
         privileges = resolve_privileges(config.user, config.group)
+        inherited_metrics = sockets.inherited_metrics()  # before open_listeners consumes it
         if config.pid:  # before anything is bound: a pid file problem is a setting's error
             upgrading_from = sockets.upgrading_from()
             check_pidfile(pidfile_name(config.pid, start_cwd, upgrading_from), upgrading_from)
@@ -157,7 +187,7 @@ def run(config: Any) -> int:
         return 2
     try:
         # Last before the fork: it starts the master's only threads (scrape server, StatsD push).
-        registry, metrics_server, statsd = start_metrics(config)
+        registry, metrics_server, statsd = start_metrics(config, inherited_metrics)
     except (ValueError, OSError) as exc:
         sockets.close_all(listeners, unlink=not old_master)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc

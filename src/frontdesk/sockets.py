@@ -6,7 +6,8 @@ Where listening sockets come from, first match wins:
    the `INHERIT_ENV` environment variable and execs the new master, which keeps each inherited
    socket whose ADDRESS is still in `--bind` and closes the others (ADDRESS is the `--bind` text,
    so `127.0.0.1:0` keeps its kernel-chosen port). Sockets the old master had from systemd are
-   listed as `systemd:N` and kept. The variable is not `FRONTDESK_`-prefixed on purpose: those
+   listed as `systemd:N` and kept. Its metrics socket, if any, is `"metrics": [ADDRESS, FD]`
+   (`inherited_metrics`), kept by the new master when its `--metrics-bind` is the same text. The variable is not `FRONTDESK_`-prefixed on purpose: those
    are settings, and an unknown setting is an error.
 2. **systemd socket activation**: when `LISTEN_PID` is this process and `LISTEN_FDS` is N, the
    sockets are fds 3 .. 3+N-1 and `--bind` is ignored (as in gunicorn). Both variables (and
@@ -30,10 +31,12 @@ __all__ = [
     "INHERIT_ENV",
     "BindError",
     "Listener",
+    "adopt",
     "bind",
     "close_all",
     "describe",
     "inherit_env_value",
+    "inherited_metrics",
     "listen",
     "open_listeners",
     "parse_address",
@@ -42,6 +45,7 @@ __all__ = [
 ]
 
 INHERIT_ENV = "_FRONTDESK_INHERIT"
+STALE_PROBE_TIMEOUT = 1.0  # seconds: a unix socket file whose server does not answer is kept
 _SD_LISTEN_FDS_START = 3
 
 
@@ -152,6 +156,7 @@ def _remove_stale_unix_socket(path: str) -> None:
     except FileNotFoundError:
         return
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(STALE_PROBE_TIMEOUT)  # a live server whose backlog is full makes it wait
     try:
         probe.connect(path)
     except ConnectionRefusedError:
@@ -183,9 +188,33 @@ def systemd_fds(environ: dict[str, str] | os._Environ[str] | None = None) -> lis
     return list(range(_SD_LISTEN_FDS_START, _SD_LISTEN_FDS_START + int(fds_text)))
 
 
-def inherit_env_value(master_pid: int, listeners: list[Listener]) -> str:
-    """The `INHERIT_ENV` value a master passes to the master it execs (USR2)."""
-    return json.dumps({"master": master_pid, "fds": [[ls.spec, ls.fd] for ls in listeners]})
+def inherit_env_value(master_pid: int, listeners: list[Listener],
+                      metrics: tuple[str, int] | None = None) -> str:
+    """The `INHERIT_ENV` value a master passes to the master it execs (USR2); `metrics`: the
+    `--metrics-bind` text and fd of its metrics socket, if it has one."""
+    value: dict[str, object] = {"master": master_pid, "fds": [[ls.spec, ls.fd] for ls in listeners]}
+    if metrics is not None:
+        value["metrics"] = list(metrics)
+    return json.dumps(value)
+
+
+def inherited_metrics(environ: dict[str, str] | os._Environ[str] | None = None
+                      ) -> tuple[str, int] | None:
+    """The metrics socket the master this one replaces passed (USR2): its `--metrics-bind` text
+    and fd, read from `INHERIT_ENV` without consuming it (call it before `open_listeners`);
+    None if there is none."""
+    env = os.environ if environ is None else environ
+    try:
+        spec, fd = json.loads(env.get(INHERIT_ENV) or "{}")["metrics"]
+        return str(spec), int(fd)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def adopt(spec: str, fd: int) -> socket.socket:
+    """An inherited listening socket (not for `--bind`: the metrics socket), made close-on-exec.
+    Raises `BindError` if `fd` is not a listening stream socket."""
+    return _from_fd(spec, fd)
 
 
 def upgrading_from(environ: dict[str, str] | os._Environ[str] | None = None) -> int:

@@ -293,3 +293,214 @@ def test_metrics_slots_are_claimed_per_worker_and_retired_with_the_cause():
     assert 'frontdesk_worker_restarts_total{cause="crash"} 1' in text
     assert 'frontdesk_worker_restarts_total{cause="max-requests"} 1' in text
     assert sorted(arbiter.metrics._free) == [1, 3]  # 103 took 0, 104 took 2; 102 gave 1 back
+
+
+def test_a_failed_fork_is_retried_with_backoff_and_leaks_nothing(monkeypatch, caplog):
+    import os
+    import selectors
+
+    from frontdesk.metrics import Registry
+
+    arbiter = Fake(workers=2)
+    arbiter._spawn = Arbiter._spawn.__get__(arbiter)  # type: ignore[method-assign]  # the real one
+    arbiter._selector = selectors.DefaultSelector()
+    arbiter.metrics = Registry(4)
+    fds_before = len(os.listdir("/proc/self/fd"))
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    try:
+        arbiter.tick()  # two workers missing: one attempt, then the backoff
+        arbiter.tick()
+        assert arbiter.workers == {} and not arbiter.stopping
+        assert arbiter.next_spawn == arbiter.now + 0.1 and arbiter.boot_failures == 0
+        arbiter.now = arbiter.next_spawn
+        arbiter.tick()
+        assert arbiter.next_spawn == arbiter.now + 0.2  # the usual backoff, not a boot failure
+        assert len(os.listdir("/proc/self/fd")) == fds_before  # both pipe ends closed
+        assert sorted(arbiter.metrics._free) == [0, 1, 2, 3]  # the slot was given back
+        assert "Cannot fork a worker (2 in a row): Resource temporarily unavailable" in caplog.text
+        for _ in range(BOOT_ATTEMPTS + 1):  # never a reason to stop the master
+            arbiter.now = arbiter.next_spawn
+            arbiter.tick()
+        assert not arbiter.stopping and not arbiter.halt_reason
+        pids = iter([501, 502])
+        monkeypatch.setattr(os, "fork", lambda: next(pids))  # forks again: as the parent sees it
+        arbiter.now = arbiter.next_spawn
+        arbiter.tick()
+        assert sorted(arbiter.workers) == [501, 502] and arbiter.spawn_failures == 0
+        assert [w.slot for w in arbiter.workers.values()] == [0, 1]
+    finally:
+        for worker in arbiter.workers.values():
+            os.close(worker.fd)
+        arbiter._selector.close()
+
+
+@pytest.mark.parametrize("reload_watcher", [False, True])
+def test_boot_failures_of_a_replaced_generation_do_not_hold_back_the_new_one(reload_watcher, caplog):
+    arbiter = Fake(workers=1)
+    arbiter.reload_config = lambda: arbiter.config
+    if reload_watcher:
+        arbiter._reloader = object()  # --reload: an app failure would wait for the next edit
+    arbiter.tick()
+    arbiter.ready(101)
+    arbiter.handle_hup()  # generation 1: 102 boots, and fails to load the app
+    arbiter.tick()
+    arbiter.handle_hup()  # the fix, reloaded while 102 still boots: generation 2 is 103
+    arbiter.tick()
+    assert sorted(arbiter.workers) == [101, 102, 103]
+    arbiter._on_messages(arbiter.workers[102], app_failed("SyntaxError: bad"))
+    arbiter.exit(102, exited(BOOT_ERROR_STATUS))
+    assert arbiter.boot_failures == 0 and arbiter.next_spawn == 0.0
+    assert "Worker 102 of a replaced generation exited with status 3 before it was ready" in caplog.text
+    arbiter.exit(103, killed(signal.SIGKILL))  # the current generation's own failure: retried
+    assert arbiter.boot_failures == 1
+    arbiter.now = arbiter.next_spawn
+    arbiter.tick()
+    assert sorted(arbiter.workers) == [101, 104]
+
+
+def test_a_reload_that_fails_late_is_cancelled_whole_and_systemd_hears_ready(caplog):
+    from frontdesk import sockets
+
+    arbiter = Fake(workers=1, backlog=16, reuse_port=False, umask=None)
+    kept = sockets.listen("127.0.0.1:0")
+    arbiter.listeners = [kept]
+    arbiter.config.bind = ("127.0.0.1:0",)
+    new_config = Fake(workers=3, backlog=16, reuse_port=False, umask=None).config
+    new_config.bind = ("127.0.0.1:0", "127.0.0.1:1")  # the second would need root: never tried
+    arbiter.reload_config = lambda: new_config
+    logging_set_up: list[object] = []
+    notified: list[str] = []
+    arbiter._sd_notify = notified.append  # type: ignore[method-assign]
+
+    def configure_logging(config: object) -> None:
+        logging_set_up.append(config)
+        if config is new_config:
+            raise RuntimeError("a handler blew up half-way")
+
+    arbiter.configure_logging = configure_logging  # type: ignore[method-assign]
+    try:
+        arbiter.tick()
+        arbiter.ready(101)
+        arbiter.handle_hup()
+        assert arbiter.generation == 0 and arbiter.target == 1 and arbiter.listeners == [kept]
+        assert kept.sock.fileno() >= 0  # still open
+        assert logging_set_up == [new_config, arbiter.config]  # the old logging is restored
+        assert notified[-1].startswith("READY=1\n")
+        assert "Reload cancelled, the current workers keep serving: a handler blew up" in caplog.text
+        assert "Listening at" not in caplog.text
+    finally:
+        sockets.close_all([kept], unlink=False)
+
+
+def test_a_reload_names_the_changed_settings_it_cannot_apply(caplog):
+    arbiter = Fake(workers=1, umask=0o22, user=None, metrics_bind="127.0.0.1:9100", backlog=2048)
+    new_config = Fake(workers=2, umask=0o77, user=None, metrics_bind="127.0.0.1:9200",
+                      backlog=64).config
+    arbiter.reload_config = lambda: new_config
+    arbiter.tick()
+    arbiter.ready(101)
+    arbiter.handle_hup()
+    assert arbiter.generation == 1 and arbiter.target == 2  # the rest is applied
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["HUP does not apply the change of --umask, --metrics-bind, --backlog: "
+                        "restart, or upgrade (USR2), for that; --backlog and --reuse-port apply"
+                        " to new addresses only"]
+    caplog.clear()
+    arbiter.handle_hup()  # nothing changed since
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_running_out_of_metrics_slots_is_said_once(monkeypatch, caplog):
+    import os
+    import selectors
+
+    from frontdesk.metrics import Registry
+
+    arbiter = Fake(workers=3)
+    arbiter._spawn = Arbiter._spawn.__get__(arbiter)  # type: ignore[method-assign]  # the real one
+    arbiter._selector = selectors.DefaultSelector()
+    arbiter.metrics = Registry(1)
+    pids = iter(range(501, 510))
+    monkeypatch.setattr(os, "fork", lambda: next(pids))  # as the parent sees a fork
+    try:
+        arbiter.tick()
+        arbiter.handle_ttin()
+        arbiter.tick()
+        assert [w.slot for w in arbiter.workers.values()] == [0, None, None, None]
+        assert caplog.text.count("All 1 metrics slots are taken") == 1
+    finally:
+        for worker in arbiter.workers.values():
+            os.close(worker.fd)
+        arbiter._selector.close()
+
+
+def test_the_workers_gauge_counts_ready_workers_until_they_are_told_to_stop():
+    from frontdesk.metrics import Registry
+
+    arbiter = Fake(workers=2)
+    arbiter.metrics = Registry(4)
+    spawn = Fake._spawn
+
+    def spawn_with_slot(self: Fake) -> None:
+        spawn(self)
+        self.workers[self.next_pid].slot = self.metrics.claim()
+
+    arbiter._spawn = spawn_with_slot.__get__(arbiter)  # type: ignore[method-assign]
+
+    def workers() -> float:
+        return arbiter.metrics.totals()["workers"]
+
+    arbiter.tick()
+    assert workers() == 0  # booting
+    arbiter.ready(101)
+    assert workers() == 1
+    arbiter.ready(102)
+    arbiter.handle_ttou()
+    arbiter.tick()
+    assert arbiter.sent == [(101, signal.SIGTERM)] and workers() == 1  # 101 drains
+    arbiter.exit(101, exited(0))
+    assert workers() == 1
+    arbiter.handle_term()
+    assert workers() == 0
+
+
+def test_a_long_app_failure_report_reaches_the_master_whole(monkeypatch):
+    import os
+
+    from frontdesk import loader
+    from frontdesk.errors import AppLoadError
+
+    frame = "  " + "\u2603" * 60 + "\n"  # 6 bytes each in JSON: 16,000 characters are 90 KiB
+    trace = "Traceback (most recent call last):\n" + frame * 1000 + "ValueError: the end\n"
+    monkeypatch.setattr(loader, "app_traceback", lambda exc: trace)
+    read_fd, write_fd = os.pipe()
+    for fd in (read_fd, write_fd):
+        os.set_blocking(fd, False)  # as `_spawn` makes them
+    arbiter = Fake(workers=1)
+    try:
+        arbiter._app_failed(write_fd, AppLoadError("module 'app' blew\nup"))
+        data = os.read(read_fd, 1 << 20)
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    assert data.endswith(b"\n") and 28 * 1024 < len(data) <= 32 * 1024  # cut, not more than needed
+    arbiter.tick()
+    worker = arbiter.workers[101]
+    arbiter._on_messages(worker, data)
+    assert worker.app_failed and worker.last_words == "module 'app' blew up"
+    assert worker.app_traceback.endswith(frame + "ValueError: the end\n")
+    assert len(worker.app_traceback) > 1000
+
+
+def test_a_burst_of_signals_keeps_the_first_and_sigchld_is_not_queued():
+    arbiter = Fake(workers=1)
+    arbiter._enqueue(signal.SIGCHLD, None)
+    assert not arbiter._signals
+    arbiter._enqueue(signal.SIGTERM, None)
+    for _ in range(200):
+        arbiter._enqueue(signal.SIGTTIN, None)
+    assert arbiter._signals[0] == signal.SIGTERM and len(arbiter._signals) == 64

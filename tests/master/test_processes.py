@@ -322,6 +322,52 @@ def test_usr2_under_load_upgrades_with_no_failed_or_refused_request(servers, app
     assert not pidfile.exists()
 
 
+def scrape_requests(port: int) -> float:
+    """`frontdesk_requests_total`, summed, from a scrape of the metrics port."""
+    status, body = request("127.0.0.1", port, "/metrics", timeout=10)
+    assert status == 200
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
+               if line.startswith("frontdesk_requests_total{"))
+
+
+def test_usr2_hands_the_metrics_socket_over_and_one_master_answers_at_a_time(servers, app_dir):
+    from tests.conftest import free_port
+
+    port = free_port()
+    server = servers("versioned:app", "--workers", "1", "--metrics-bind", f"127.0.0.1:{port}",
+                     cwd=app_dir)
+    serving(server, 1)
+    for _ in range(5):
+        assert request(server.host, server.port, "/")[0] == 200
+    wait_for(lambda: scrape_requests(port) >= 5, 5, "the requests to be counted")
+    # The new master's worker takes a while to import the app: scrapes meanwhile must all come
+    # from the old master (its counts), none from the new one's empty registry.
+    (app_dir / "versioned.py").write_text("import time\ntime.sleep(1.5)\n" +
+                                          (app_dir / "versioned.py").read_text())
+    server.proc.send_signal(signal.SIGUSR2)
+    new_master = int(wait_for(lambda: re.search(r"new master (\d+) started", server.log), 5,
+                              "the new master")[1])  # type: ignore[index]
+    server.extra_pids.append(new_master)  # type: ignore[attr-defined]
+    before = []
+    deadline = time.monotonic() + 15
+    while "sending TERM to the old master" not in server.log:
+        before.append(scrape_requests(port))
+        assert server.proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    # (The last two may have been answered by either master: the new one serves from the moment
+    # it sends TERM, which this loop learns a little later, and the old one stops on that TERM.)
+    assert len(before) > 10 and min(before[:-2]) >= 5, f"{before}\n{server.log}"
+    assert server.proc.wait(15) == 0  # the old master has handed over and exited
+    assert request(server.host, server.port, "/")[0] == 200  # one request to the new workers
+    wait_for(lambda: scrape_requests(port) == 1, 5, "the new master's count")
+    assert "Metrics: handed over to master" in server.log
+    assert re.search(rf"Metrics at: http://127.0.0.1:{port}/metrics, served by this master", server.log)
+    os.kill(new_master, signal.SIGTERM)
+    wait_for(lambda: not alive(new_master), 10, "the new master to stop")
+    with pytest.raises(ConnectionRefusedError):
+        request("127.0.0.1", port, "/metrics")
+
+
 def test_max_requests_recycles_gracefully_replacement_first(servers):
     server = servers("tests.apps:router", "--workers", "2", "--max-requests", "20",
                      "--max-requests-jitter", "5")
@@ -626,6 +672,47 @@ def test_hup_rereads_the_config_file(servers, tmp_path):
     wait_for(lambda: "Reload cancelled, the current workers keep serving: setting 'workers'" in server.log,
              5, "the reload to be refused")
     assert len(children(server.proc.pid)) == 3
+
+
+def unix_hello(path: Path) -> int:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        return int(sock.recv(65536)[9:12])
+
+
+def test_hup_adds_and_removes_binds_and_a_late_failure_keeps_them(servers, tmp_path):
+    conf = tmp_path / "frontdesk.toml"
+
+    def configure(sock: str, extra: str = "") -> None:
+        conf.write_text(f'workers = 1\nbind = ["127.0.0.1:0", "unix:{tmp_path / sock}"]\n{extra}')
+
+    configure("a.sock")
+    server = servers("tests.apps:router", "--config", str(conf), bind=False)
+    [first] = serving(server, 1)
+    assert unix_hello(tmp_path / "a.sock") == 200
+    configure("b.sock")
+    server.proc.send_signal(signal.SIGHUP)
+    [second] = replaced(server, [first], 1)
+    assert unix_hello(tmp_path / "b.sock") == 200
+    assert not (tmp_path / "a.sock").exists()
+    assert "No longer listening at: unix:" in server.log
+    assert request(server.host, server.port, "/hello")[0] == 200  # the same TCP socket
+    # A log file that cannot be opened (a dangling link: the settings' check passes, the open
+    # fails), found after the new settings were read: nothing of the reload may stay.
+    (tmp_path / "error.log").symlink_to(tmp_path / "gone" / "error.log")
+    configure("c.sock", f'error_log = "{tmp_path / "error.log"}"\n')
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "Reload cancelled" in server.log or "while handling signal HUP" in server.log,
+             5, "the reload to fail")
+    assert unix_hello(tmp_path / "b.sock") == 200
+    assert "Reload cancelled, the current workers keep serving: setting 'error_log'" in server.log
+    assert not (tmp_path / "c.sock").exists()
+    assert children(server.proc.pid) == [second]
+    assert request(server.host, server.port, "/hello")[0] == 200
+    assert server.stop() == 0
+    assert not (tmp_path / "b.sock").exists()
 
 
 def test_reload_option_restarts_workers_when_the_code_changes(servers, app_dir):

@@ -41,7 +41,7 @@ def test_include_globs_are_relative_to_the_app_directory_and_their_directories_w
     outside.mkdir()
     watcher = make(tmp_path / "lib", include=("../templates/*.html", f"{outside}/*.toml"), directories=("..",))
     root = os.path.realpath(tmp_path)
-    assert watcher.wanted(f"{root}/lib/../templates/index.html")
+    assert watcher.wanted(f"{root}/templates/index.html")  # as watchfiles reports it
     assert watcher.wanted(f"{outside}/app.toml")
     assert not watcher.wanted(f"{outside}/app.py")  # not below a root, no glob
     paths = watcher.watched_paths()
@@ -85,3 +85,25 @@ def test_a_change_is_reported_by_the_fallback_polling(tmp_path, monkeypatch):
         watcher._thread.start()
 
     _reported(watcher, tmp_path, start)
+
+
+def test_an_include_glob_going_up_is_reported_by_watchfiles(tmp_path):
+    pytest.importorskip("watchfiles")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "templates").mkdir()
+    page = tmp_path / "templates" / "index.html"
+    page.write_text("<p>1</p>\n")
+    seen: list[str] = []
+    watcher = Reloader(str(tmp_path / "lib"), [], ("../templates/*.html",), seen.append)
+    watcher.start()
+    try:
+        edits = iter(range(2, 100))
+
+        def edited() -> bool:
+            page.write_text(f"<p>{next(edits)}</p>\n")
+            return bool(seen)
+
+        wait_for(edited, 5, "the template's change to be reported", interval=0.2)
+        assert seen[0] == os.path.join(os.path.realpath(tmp_path), "templates", "index.html")
+    finally:
+        watcher.stop()

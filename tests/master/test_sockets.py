@@ -29,6 +29,43 @@ def listening_tcp() -> socket.socket:
 # -- frontdesk.sockets ----------------------------------------------------------------------------
 
 
+def test_a_live_unix_socket_with_a_full_backlog_is_not_waited_for(tmp_path):
+    import threading
+
+    path = tmp_path / "busy.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(0)
+    clients = []
+    try:
+        while True:  # fill its backlog: a blocking connect() now waits for an accept()
+            client = socket.socket(socket.AF_UNIX)
+            client.setblocking(False)
+            clients.append(client)
+            try:
+                client.connect(str(path))
+            except BlockingIOError:
+                break
+        outcome: list[BaseException] = []
+
+        def bind() -> None:
+            try:
+                sockets.bind(f"unix:{path}")
+            except BaseException as exc:  # noqa: BLE001 - checked below
+                outcome.append(exc)
+
+        thread = threading.Thread(target=bind, daemon=True)
+        thread.start()
+        thread.join(5)
+        assert not thread.is_alive(), "bind() hung on the probe of a live socket"
+        assert isinstance(outcome[0], sockets.BindError) and "address already in use" in str(outcome[0])
+        assert path.exists()
+    finally:
+        for client in clients:
+            client.close()
+        server.close()
+
+
 def test_unix_socket_is_created_under_the_umask_and_a_stale_one_replaced(tmp_path):
     path = tmp_path / "fd.sock"
     first = sockets.bind(f"unix:{path}", umask=0o077)
@@ -81,6 +118,26 @@ def test_adopted_sockets_are_close_on_exec():
     assert not listener.sock.get_inheritable()
     sockets.close_all([listener], unlink=False)
     sock.close()
+
+
+def test_the_metrics_socket_is_passed_beside_the_listeners_and_left_to_its_owner():
+    from types import SimpleNamespace
+
+    sock, metrics = listening_tcp(), listening_tcp()
+    listener = SimpleNamespace(spec="127.0.0.1:0", fd=os.dup(sock.fileno()))  # what is passed
+    env = {sockets.INHERIT_ENV: sockets.inherit_env_value(
+        4242, [listener], ("127.0.0.1:9100", metrics.fileno()))}  # type: ignore[list-item]
+    assert sockets.inherited_metrics(env) == ("127.0.0.1:9100", metrics.fileno())
+    [kept], old = sockets.open_listeners(("127.0.0.1:0",), environ=env)
+    assert old == 4242 and sockets.INHERIT_ENV not in env
+    os.fstat(metrics.fileno())  # not closed with the listeners nobody wants: start_metrics decides
+    adopted = sockets.adopt("127.0.0.1:9100", os.dup(metrics.fileno()))
+    assert not adopted.get_inheritable()
+    assert sockets.inherited_metrics({sockets.INHERIT_ENV: sockets.inherit_env_value(1, [])}) is None
+    assert sockets.inherited_metrics({sockets.INHERIT_ENV: '{"metrics": 3}'}) is None
+    assert sockets.inherited_metrics({}) is None
+    for s in (kept.sock, adopted, sock, metrics):
+        s.close()
 
 
 def test_systemd_fds_only_for_this_pid_and_the_variables_are_removed():

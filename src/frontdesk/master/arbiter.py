@@ -7,7 +7,8 @@ an event loop and never speaks HTTP. It is one loop (`_run_loop`), woken by a si
 `signal.set_wakeup_fd`), by a worker's pipe (`frontdesk.master.common`) or by a deadline:
 
     1. dispatch queued signals: the handler only appends the signal number to `_signals`; the
-       loop calls `handle_<name>` (gunicorn's arbiter, STYLE.md principle 8)
+       loop calls `handle_<name>` (gunicorn's arbiter, STYLE.md principle 8). SIGCHLD is not
+       queued: its handler is there to wake the loop, which reaps every time round
     2. reap every exited child with waitpid(-1): workers, the new master of an upgrade, and, as
        PID 1 in a container, any orphan
     3. liveness: a worker silent for --timeout gets SIGUSR2 (its threads' stacks go to the error
@@ -45,7 +46,8 @@ Crash loops (granian's `_serve_loop` idea): a worker that exits before READY is 
 Failures in a row back off exponentially (`BOOT_BACKOFF` doubling to `MAX_BACKOFF`); after
 `BOOT_ATTEMPTS` in a row with no worker serving, the master stops with the last worker's reason
 and a non-zero status. While older workers still serve (a HUP or a replacement after bad code
-was deployed) it keeps them and keeps retrying, slowly.
+was deployed) it keeps them and keeps retrying, slowly. A fork (or pipe) that fails is retried
+with the same backoff, but never stops the master: it says nothing about the app.
 
 Stopping (TERM) with `--drain-delay D`: the master sets the shared `StopNotice` (every worker's
 readiness probe answers 503 from then on) and tells systemd STOPPING=1, but keeps the listening
@@ -98,10 +100,12 @@ BOOT_BACKOFF = 0.1
 MAX_BACKOFF = 10.0
 BOOT_ERROR_STATUS = 3  # a worker's exit status when the app cannot be loaded
 APP_TRACEBACK_MAX = 16_000  # characters of the app's traceback a worker sends (its end)
+APP_REPORT_MAX = 32 * 1024  # bytes of the whole APP_FAILED line: half of what a pipe holds
 MEMORY_CHECK_INTERVAL = 1.0  # seconds between two reads of the workers' RSS
 LOG_OWNER_CHECK_INTERVAL = 1.0  # --user/--group: seconds between two checks of the log files' owner
 MEMORY_JITTER = 0.1  # each worker's memory limit: a random 90 % .. 100 % of --max-worker-memory
 MEMORY = "memory limit"  # `_Worker.why` for a worker replaced for its memory
+SIGNAL_QUEUE_MAX = 64  # signals waiting for the loop; more in one burst are dropped
 
 _HANDLED = (
     signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
@@ -112,6 +116,13 @@ _HANDLED = (
 # USR1 (the master forwards it; deferred), USR2 (the stack dump, registered early in `_child`).
 _BOOT_DEFERRED = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2)
 
+
+# Settings a HUP reads but cannot apply: the master set them up once, at start. A new master
+# (USR2, or a restart) applies them; --backlog and --reuse-port apply to addresses bound anew.
+_NOT_RELOADED = (
+    "user", "group", "umask", "pid", "metrics_bind", "statsd_host", "statsd_prefix", "reload",
+    "reload_include", "preload", "backlog", "reuse_port",
+)  # fmt: skip
 
 # Why a worker stopped (`_Worker.why`) → the metrics' restart cause; others are not restarts.
 _RESTART_CAUSES = {
@@ -308,6 +319,7 @@ class Arbiter:
         self.start_cwd = start_cwd
         self.metrics = metrics  # frontdesk.metrics.Registry, when --metrics-bind is set
         self.metrics_server = metrics_server
+        self.metrics_bind = getattr(config, "metrics_bind", None)  # its address (HUP keeps it)
         self.clock: Callable[[], float] = time.monotonic  # tests give their own
         self.read_rss: Callable[[int], int | None] = _rss  # tests give their own
         self.workers: dict[int, _Worker] = {}
@@ -319,6 +331,8 @@ class Arbiter:
         self.halt_traceback = ""
         self.ever_ready = False  # some worker of this master has sent READY
         self.boot_failures = 0
+        self.spawn_failures = 0  # fork() or pipe() failed, in a row (see `_spawn`)
+        self.slots_warned = False  # the metrics slots ran out once (warned then, not again)
         self.next_spawn = 0.0
         self.booted = False  # the first generation became ready
         self.reloading = False
@@ -330,7 +344,7 @@ class Arbiter:
         self.next_log_owner_check = 0.0
         self.pidfile: str | None = None
         self._age = 0
-        self._signals: deque[int] = deque(maxlen=64)
+        self._signals: deque[int] = deque()  # at most SIGNAL_QUEUE_MAX: see `_enqueue`
         self._wake_r = self._wake_w = -1
         self._selector: selectors.BaseSelector | None = None
         self._notify_socket: str | None = None
@@ -418,7 +432,10 @@ class Arbiter:
         log.info("Master %d: shutting down", os.getpid())
 
     def _enqueue(self, signum: int, frame: Any) -> None:
-        self._signals.append(signum)  # the wakeup fd already woke the loop
+        # The wakeup fd already woke the loop. SIGCHLD needs no entry: the loop reaps every time
+        # round. A burst past the bound drops the newest signals, never a TERM or HUP before it.
+        if signum != signal.SIGCHLD and len(self._signals) < SIGNAL_QUEUE_MAX:
+            self._signals.append(signum)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -451,7 +468,7 @@ class Arbiter:
         queued: list[int] = []
         while self._signals:
             sig = self._signals.popleft()
-            if sig not in (signal.SIGHUP, signal.SIGCHLD) or sig not in queued:
+            if sig != signal.SIGHUP or sig not in queued:
                 queued.append(sig)  # HUPs sent together (an operator's, --reload's) are one
         for sig in queued:
             handler = getattr(self, "handle_" + _signame(sig)[3:].lower(), None)
@@ -538,6 +555,8 @@ class Arbiter:
                 worker.last_beat = now
             elif byte == common.READY:
                 worker.ready, worker.last_beat = True, now
+                if worker.slot is not None and not worker.kill_at:
+                    self.metrics.serving(worker.slot, True)
                 self.boot_failures, self.ever_ready = 0, True
                 log.info("Worker %d ready (%.2f s to boot)", worker.pid, now - worker.started)
             elif byte in (common.RETIRE, common.STUCK) and not worker.retiring:
@@ -576,6 +595,12 @@ class Arbiter:
                 return
             if worker.kill_at and worker.why != "timeout":  # stopped while booting: not its fault
                 log.info("Worker %d %s before it was ready (%s)", worker.pid, how, worker.why or "stop")
+                return
+            if worker.generation != self.generation:
+                # Booted for settings or code a reload (HUP) has replaced since: its failure says
+                # nothing about the current generation, whose own boots decide backoff and halt.
+                log.warning("Worker %d of a replaced generation %s before it was ready%s", worker.pid,
+                            how, f": {worker.last_words}" if worker.last_words else "")
                 return
             if worker.app_failed and not self.ever_ready and not self.stopping:
                 # Nothing has ever served: the app is wrong, not the moment. Retrying only repeats
@@ -695,6 +720,8 @@ class Arbiter:
         if worker.killed:
             return
         self._kill(worker, sig)
+        if worker.slot is not None and not worker.kill_at:
+            self.metrics.serving(worker.slot, False)  # it drains: no longer counted as serving
         worker.why = worker.why if worker.kill_at else why
         worker.kill_at = min(worker.kill_at, kill_at) if worker.kill_at else kill_at
 
@@ -712,6 +739,8 @@ class Arbiter:
         if missing > 0 and now >= self.next_spawn:
             for _ in range(missing):
                 self._spawn()
+                if self.next_spawn > now:
+                    break  # a fork failed: back off
         elif missing < 0:
             graceful = self.config.graceful_timeout + KILL_GRACE
             for worker in sorted(current, key=lambda w: w.age)[:-missing]:
@@ -741,19 +770,38 @@ class Arbiter:
             self._sd_notify(f"READY=1\nSTATUS=serving with {ready} worker(s)")
 
     def _spawn(self) -> None:
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        os.set_blocking(write_fd, False)
-        self._age += 1
         now = self.clock()
         slot = self.metrics.claim() if self.metrics is not None else None
-        if self.metrics is not None and slot is None:
-            log.warning("All %d metrics slots are taken: the next worker is not counted",
+        if self.metrics is not None and slot is None and not self.slots_warned:
+            self.slots_warned = True
+            log.warning("All %d metrics slots are taken: workers forked while none is free serve,"
+                        " but their requests are not counted (said once; see docs/metrics.md)",
                         self.metrics.max_workers)
-        pid = os.fork()
+        fds: list[int] = []
+        try:
+            fds += os.pipe()
+            for fd in fds:
+                os.set_blocking(fd, False)
+            pid = os.fork()
+        except OSError as exc:
+            # Out of processes or file descriptors (EAGAIN, ENOMEM, EMFILE): the master must not
+            # go down for it. Not a boot failure (no worker ran): retry with the same backoff.
+            for fd in fds:
+                os.close(fd)
+            if slot is not None:
+                self.metrics.release(slot)
+            self.spawn_failures += 1
+            delay = min(MAX_BACKOFF, BOOT_BACKOFF * 2 ** (self.spawn_failures - 1))
+            self.next_spawn = now + delay
+            log.error("Cannot fork a worker (%d in a row): %s; next attempt in %.1f s",
+                      self.spawn_failures, exc.strerror or exc, delay)
+            return
+        read_fd, write_fd = fds
         if pid == 0:
             os.close(read_fd)
             self._child(write_fd, slot)
+        self.spawn_failures = 0
+        self._age += 1
         os.close(write_fd)
         worker = _Worker(pid, read_fd, self.generation, self._age, now, now, slot=slot,
                          memory_share=random.uniform(1.0 - MEMORY_JITTER, 1.0))
@@ -808,7 +856,8 @@ class Arbiter:
             status = exc.code if isinstance(exc.code, int) else 1
         except BaseException as exc:
             log.exception("Worker %d crashed", os.getpid())
-            common.send(fd, common.BOOT_FAILED + f"{type(exc).__name__}: {exc}".encode()[:400] + b"\n")
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line, whatever it says
+            common.send_last(fd, common.BOOT_FAILED + reason.encode()[:400] + b"\n")
         finally:
             for handler in logging.getLogger("frontdesk.error").handlers + logging.getLogger().handlers:
                 with contextlib.suppress(OSError, ValueError):
@@ -824,8 +873,14 @@ class Arbiter:
         from frontdesk.loader import app_traceback
 
         reason = " ".join(str(exc).split())[:1000]
-        report = json.dumps({"reason": reason, "traceback": app_traceback(exc)[-APP_TRACEBACK_MAX:]})
-        common.send(fd, common.APP_FAILED + report.encode() + b"\n")
+        trace = app_traceback(exc)[-APP_TRACEBACK_MAX:]
+        while True:  # a character may take up to 12 bytes in JSON: cut the start until it fits
+            report = common.APP_FAILED + json.dumps({"reason": reason, "traceback": trace}).encode() + b"\n"
+            if len(report) <= APP_REPORT_MAX or not trace:
+                break
+            keep = min(len(trace) - 1, len(trace) * APP_REPORT_MAX // len(report))
+            trace = trace[len(trace) - keep :]
+        common.send_last(fd, report)
 
     # -- stopping ---------------------------------------------------------------------------------
 
@@ -838,6 +893,9 @@ class Arbiter:
         delay = getattr(self.config, "drain_delay", 0.0) if drain else 0.0
         if self.reexec_pid:
             self._sd_notify(f"MAINPID={self.reexec_pid}\nSTATUS=handing over to master {self.reexec_pid}")
+            if self.metrics_server is not None:  # the new master answers scrapes from now on
+                self.metrics_server.stop()
+                log.info("Metrics: handed over to master %d", self.reexec_pid)
         elif graceful and delay:
             # The new master of an upgrade serves on: no delay then. Otherwise readiness fails
             # now, and the workers serve on until the balancers have noticed (module docstring).
@@ -888,9 +946,6 @@ class Arbiter:
         log.info("Handling signal: QUIT: fast shutdown")
         self._stop(graceful=False)
 
-    def handle_chld(self) -> None:
-        self._reap()
-
     # -- more or fewer workers, log files ---------------------------------------------------------
 
     def handle_ttin(self) -> None:
@@ -937,19 +992,42 @@ class Arbiter:
     # -- reload (HUP) -----------------------------------------------------------------------------
 
     def handle_hup(self) -> None:
+        """Reload: everything that can fail comes first (settings, static mounts, logging, new
+        sockets); only then is the new configuration committed and are removed sockets closed.
+        A failure anywhere cancels the reload and leaves the old one whole."""
         if self.stopping:
             return
         log.info("Handling signal: HUP: reloading")
         self._sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        logging_changed = False
         try:
             config = self.reload_config() if self.reload_config is not None else self.config
             static = self.build_static(config)
-            listeners = self._rebind(config)
-        except (FrontdeskError, ValueError) as exc:
-            log.error("Reload cancelled, the current workers keep serving: %s", exc)
+            logging_changed = True
+            self.configure_logging(config)
+            listeners, gone = self._rebind(config)
+        except Exception as exc:
+            if logging_changed:  # it may have been applied in part: back to the old logs
+                try:
+                    self.configure_logging(self.config)
+                except Exception as again:
+                    log.error("Cannot restore the previous logging: %s", again)
+            detail = isinstance(exc, (FrontdeskError, ValueError, OSError))
+            log.error("Reload cancelled, the current workers keep serving: %s", exc,
+                      exc_info=not detail)
             self._sd_notify("READY=1\nSTATUS=reload failed; serving the previous configuration")
             return
-        self.configure_logging(config)
+        unapplied = [f"--{name.replace('_', '-')}" for name in _NOT_RELOADED
+                     if getattr(config, name, None) != getattr(self.config, name, None)]
+        if unapplied:
+            log.warning("HUP does not apply the change of %s: restart, or upgrade (USR2), for that"
+                        "%s", ", ".join(unapplied),
+                        "; --backlog and --reuse-port apply to new addresses only"
+                        if {"--backlog", "--reuse-port"} & set(unapplied) else "")
+        for listener in gone:
+            log.info("No longer listening at: %s", listener.spec)
+        # The old workers keep their copies until they exit.
+        sockets.close_all(gone, unlink=self._owns_socket_files())
         self._chown_logs()
         self.config, self.static, self.listeners = config, static, listeners
         self.target = config.workers
@@ -961,10 +1039,11 @@ class Arbiter:
         self.boot_failures = 0
         self.next_spawn = 0.0
 
-    def _rebind(self, config: Any) -> list[sockets.Listener]:
-        """The listeners for a reloaded config: keep the same addresses, bind new, close gone."""
+    def _rebind(self, config: Any) -> tuple[list[sockets.Listener], list[sockets.Listener]]:
+        """The listeners for a reloaded config (same addresses kept, new ones bound), and those
+        to close once it is committed. Raises `BindError`, having closed what it bound."""
         if any(ls.spec.startswith(("systemd:",)) for ls in self.listeners):
-            return self.listeners  # systemd decides the sockets
+            return self.listeners, []  # systemd decides the sockets
         have = {ls.spec: ls for ls in self.listeners}
         new = []
         try:
@@ -976,15 +1055,10 @@ class Arbiter:
                                               reuse_port=config.reuse_port, umask=config.umask)
                     new.append(listener)
                     log.info("Listening at: %s (%d)", sockets.describe(listener.sock), os.getpid())
-        except FrontdeskError:
+        except BaseException:
             sockets.close_all([ls for ls in new if ls.spec not in have], unlink=True)
             raise
-        gone = [ls for ls in self.listeners if ls.spec not in config.bind]
-        for listener in gone:
-            log.info("No longer listening at: %s", listener.spec)
-        # The old workers keep their copies until they exit.
-        sockets.close_all(gone, unlink=self._owns_socket_files())
-        return new
+        return new, [ls for ls in self.listeners if ls.spec not in config.bind]
 
     def _owns_socket_files(self) -> bool:
         """May this master remove its unix socket files when it closes them? Not while the other
@@ -1010,8 +1084,12 @@ class Arbiter:
             return
         log.info("Handling signal: USR2: starting a new master on the same sockets")
         env = dict(os.environ)
-        env[sockets.INHERIT_ENV] = sockets.inherit_env_value(os.getpid(), self.listeners)
         fds = [listener.fd for listener in self.listeners]
+        metrics = None
+        if self.metrics_server is not None and self.metrics_bind:
+            metrics = (self.metrics_bind, self.metrics_server.fileno())
+            fds.append(metrics[1])
+        env[sockets.INHERIT_ENV] = sockets.inherit_env_value(os.getpid(), self.listeners, metrics)
         argv = [sys.executable, *sys.orig_argv[1:]]
         if self.pidfile:
             self._rename_pidfile(self.pidfile + ".oldbin")
@@ -1041,6 +1119,7 @@ class Arbiter:
         if os.getppid() != self.old_master:
             log.info("Master %d: the old master %d is gone; this master takes over", os.getpid(), self.old_master)
             self.old_master = 0
+            self._serve_metrics()
             if self.pidfile and self.config.pid:
                 self._rename_pidfile(pidfile_name(self.config.pid, self._start_dir()))
             return
@@ -1051,6 +1130,14 @@ class Arbiter:
                 os.kill(self.old_master, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+            self._serve_metrics()  # the old master stops serving them on that TERM
+
+    def _serve_metrics(self) -> None:
+        """Take over the metrics socket inherited from the old master (see `server.start_metrics`)."""
+        if self.metrics_server is not None and not self.metrics_server.serving:
+            self.metrics_server.serve()
+            log.info("Metrics at: http://%s:%d/metrics, served by this master from now on",
+                     *self.metrics_server.address)
 
     # -- pid file, systemd --------------------------------------------------------------------------
 

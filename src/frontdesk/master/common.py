@@ -23,7 +23,8 @@ writes.
     =================  ====================================================================
 
 A worker never blocks on the pipe (its end is non-blocking; a full pipe drops a beat) and treats a
-broken pipe as "the master is gone".
+broken pipe as "the master is gone", except for its last words (`BOOT_FAILED`, `APP_FAILED`):
+those are written whole, blocking (`send_last`), and kept small enough for the pipe to hold.
 
 The other way, master to workers, there are only signals, and one shared byte: `StopNotice`,
 which the master sets when the whole server begins to stop with a `--drain-delay`. Workers do not
@@ -54,6 +55,7 @@ __all__ = [
     "error_stream",
     "register_stack_dump",
     "send",
+    "send_last",
     "set_title",
 ]
 
@@ -93,6 +95,20 @@ def send(fd: int, message: bytes) -> bool:
             return False
         raise
     return True
+
+
+def send_last(fd: int, message: bytes) -> None:
+    """Write `message` whole, blocking: the last message of a worker that cannot boot. A
+    non-blocking write of more than the pipe holds would be cut short, its line never ended.
+    Keep it under the pipe's capacity (64 KiB on Linux): the master reads it only after the
+    worker has exited. Nothing is raised if the master is gone."""
+    try:
+        os.set_blocking(fd, True)
+        view = memoryview(message)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        pass
 
 
 def set_title(title: str) -> None:

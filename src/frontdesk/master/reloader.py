@@ -50,7 +50,9 @@ class Reloader:
     def __init__(self, base: str, directories: Iterable[str], include: Iterable[str],
                  on_change: Callable[[str], None]) -> None:
         self.roots = tuple(dict.fromkeys(os.path.realpath(d) for d in (base, *directories)))
-        self.globs = tuple(os.path.join(os.path.realpath(base), pattern) for pattern in include)
+        # Normalised: watchfiles reports normalised paths, so `../templates/*.html` must be too.
+        self.globs = tuple(os.path.normpath(os.path.join(os.path.realpath(base), pattern))
+                           for pattern in include)
         self.on_change = on_change
         prefixes = {os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
         # ... unless the app itself lives there (an app in /usr/local/app, Python in /usr/local).
