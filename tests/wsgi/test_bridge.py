@@ -17,6 +17,7 @@ from frontdesk.protocol.parser import Limits, RequestParser
 from frontdesk.wsgi import response as response_module
 from frontdesk.wsgi.bridge import DONE_CLOSE, DONE_KEEP_ALIVE, MORE, Bridge, FileRegion
 from frontdesk.wsgi.environ import connection_environ
+from frontdesk.wsgi.response import InvalidResponse, validate
 
 DATE = re.compile(rb"Date: [^\r]*\r\n")
 
@@ -193,6 +194,24 @@ def test_status_outside_100_599_is_a_500(status, caplog):
     wire = run(app_returning(status, [], [b"body"]))
     assert wire.data.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
     assert f"invalid WSGI status {status!r}" in caplog.text
+
+
+@pytest.mark.parametrize("status, headers, error", [
+    ("200 \u20ac", [], "invalid WSGI status '200 \u20ac'"),
+    ("200 OK", [("X-Price", "5 \u20ac")], "invalid value for header 'X-Price'"),
+    ("200 OK", [("X-Emoji", "\U0001f600")], "invalid value for header 'X-Emoji'"),
+])
+def test_text_beyond_latin_1_is_an_invalid_response(status, headers, error, caplog):
+    with pytest.raises(InvalidResponse, match="invalid"):
+        validate(status, headers)
+    wire = run(app_returning(status, headers, [b"body"]))
+    assert wire.data.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert error in caplog.text
+
+
+def test_latin_1_text_goes_out_as_its_bytes():
+    wire = run(app_returning("200 \xd6K", [("X-Name", "caf\xe9 \xff")], [b"body"]))
+    assert wire.data.startswith(b"HTTP/1.1 200 \xd6K\r\nX-Name: caf\xe9 \xff\r\n")
 
 
 # -- 5. a body longer than its Content-Length -----------------------------------------------------

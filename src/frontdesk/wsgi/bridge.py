@@ -137,7 +137,7 @@ class _Response:
         )
         self.head = head
         self.keep_alive = head.keep_alive
-        self.code = self.channel.status = int(self.status[:3])
+        self.code = self.channel.status = head.code
         return head
 
     def write(self, data: bytes) -> None:
