@@ -23,7 +23,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from frontdesk.errors import ConfigError
@@ -236,6 +236,21 @@ def request_id(given: str | None) -> str:
     if counter is None:
         prefix, counter = _new_id_state()
     return f"{prefix}-{next(counter):x}"
+
+
+def given_request_id(trust: Any, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The X-Request-ID of a request from a trusted proxy (`trust` is not None), as the WSGI
+    environ carries it (repeated fields joined with ", ", which `request_id` then refuses), for
+    the lines the server logs without an environ; None when there is none or it is not
+    trusted."""
+    if trust is None:
+        return None
+    given = None
+    for name, value in headers:
+        if len(name) == 12 and name.lower() == b"x-request-id":
+            text = value.decode("latin-1")
+            given = text if given is None else given + ", " + text
+    return given
 
 
 def _new_id_state() -> tuple[str, Any]:

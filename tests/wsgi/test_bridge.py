@@ -13,10 +13,12 @@ import time
 
 import pytest
 
+from frontdesk.logs import given_request_id
 from frontdesk.protocol.parser import Limits, RequestParser
 from frontdesk.wsgi import response as response_module
 from frontdesk.wsgi.bridge import DONE_CLOSE, DONE_KEEP_ALIVE, MORE, Bridge, FileRegion
 from frontdesk.wsgi.environ import connection_environ
+from frontdesk.wsgi.proxy import proxy_trust_for
 from frontdesk.wsgi.response import InvalidResponse, validate
 
 DATE = re.compile(rb"Date: [^\r]*\r\n")
@@ -311,6 +313,38 @@ def test_request_shed_for_queue_time_is_access_logged():
     assert sent == len(wire.data.partition(b"\r\n\r\n")[2]) > 0
 
 
+@pytest.mark.parametrize("headers, expected", [
+    (b"X-Request-ID: abc-1\r\n", "abc-1"),
+    # Repeated: the environ joins them ("abc-1, abc-2"), which is no valid id: a new one.
+    (b"X-Request-ID: abc-1\r\nx-request-id: abc-2\r\n", None),
+])
+def test_shed_and_served_requests_take_the_same_request_id(headers, expected):
+    raw = b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"
+    for shed in (False, True):
+        wire = Wire()
+        wire.access_log = AccessLog()
+        wire.proxy_trust = proxy_trust_for("127.0.0.1")
+        request = parse(raw)
+        if shed:
+            wire.max_queue_time = 0.001
+            request.started -= 1
+        Bridge(app_returning("200 OK", [], [b"ok"]), wire).handle(wire, request)
+        ((_, _, status, _, _, _, rid, *_),) = wire.access_log.records
+        assert status == (503 if shed else 200)
+        if expected is None:
+            assert re.fullmatch(r"[0-9a-f]{10}-[0-9a-f]+", rid), rid
+        else:
+            assert rid == expected
+
+
+def test_given_request_id_is_the_trusted_header_as_the_environ_has_it():
+    headers = [(b"Host", b"x"), (b"X-Request-Id", b"a"), (b"x-request-id", b"b")]
+    assert given_request_id(proxy_trust_for("127.0.0.1"), headers) == "a, b"
+    assert given_request_id(proxy_trust_for("127.0.0.1"), headers[:2]) == "a"
+    assert given_request_id(None, headers) is None
+    assert given_request_id(proxy_trust_for("127.0.0.1"), headers[:1]) is None
+
+
 # -- 9. hop-by-hop headers from the app -----------------------------------------------------------
 
 
@@ -363,6 +397,17 @@ def test_first_write_sends_the_head_even_when_empty():
     assert wire.data.endswith(b"Transfer-Encoding: chunked\r\nServer: frontdesk\r\n\r\n"
                               b"4\r\nrest\r\n0\r\n\r\n")
     assert wire.end == DONE_KEEP_ALIVE
+
+
+@pytest.mark.parametrize("chunk", ["", "text", None])
+def test_write_refuses_what_is_not_bytes_even_when_empty(chunk, caplog):
+    def app(environ, start_response):
+        start_response("200 OK", [])(chunk)
+        return []
+
+    wire = run(app)
+    assert wire.data.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert "WSGI body chunks must be bytes" in caplog.text
 
 
 def test_empty_chunks_from_the_iterable_do_not_send_the_head():
