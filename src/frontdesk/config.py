@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import ipaddress
 import json
 import math
@@ -390,15 +389,9 @@ def _check_access_log_format(value: str) -> str:
 
 
 def _check_static(value: str) -> str:
-    try:  # lazily: the static package owns the PREFIX=DIR[;cache-control=V] syntax
-        static = importlib.import_module("frontdesk.static")
-    except ModuleNotFoundError as exc:  # pragma: no cover - only while static is being written
-        if exc.name != "frontdesk.static":
-            raise
-        return value
-    parse_mount = getattr(static, "parse_mount", None)
-    if parse_mount is not None:
-        parse_mount(value)
+    from frontdesk.static import parse_mount  # lazily: static owns the PREFIX=DIR[;...] syntax
+
+    parse_mount(value)
     return value
 
 
