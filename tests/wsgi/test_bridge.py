@@ -447,6 +447,25 @@ def test_file_wrapper_goes_to_the_loop_as_a_region(tmp_path):
     wire.pushed[-1][0].close()
 
 
+@pytest.mark.parametrize("offset", [0, 3])  # empty, or read to its end by the app already
+def test_file_wrapper_with_nothing_left_to_send_is_no_region(tmp_path, offset):
+    path = tmp_path / "f"
+    path.write_bytes(b"abc"[:offset])
+    files = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        f = open(path, "rb")
+        f.read(offset)
+        files.append(f)
+        return environ["wsgi.file_wrapper"](f)
+
+    wire = run(app)
+    assert not any(isinstance(data, FileRegion) for data, _ in wire.pushed)
+    assert wire.data.endswith(b"Content-Length: 0\r\nServer: frontdesk\r\n\r\n")
+    assert wire.end == DONE_KEEP_ALIVE and files[0].closed  # closed by the app thread
+
+
 def test_headers_added_to_the_list_after_start_response_never_reach_the_wire(caplog):
     # wsgiref keeps the app's list; an app may append to it later. What goes out is what was
     # validated: a CR/LF smuggled in afterwards must not become a header of its own.

@@ -325,7 +325,7 @@ class Bridge:
             self._stream(response, wrapper)
             return False
         response.head_sent = True
-        if not head.has_body:
+        if not head.has_body or not count:  # an empty file: no transfer to hand the loop
             _push(self.outbox, response.channel, head.data, response.end())
             return False
         _push(self.outbox, response.channel, head.data, MORE)
