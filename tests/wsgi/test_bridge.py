@@ -479,3 +479,16 @@ def test_headers_added_to_the_list_after_start_response_never_reach_the_wire(cap
     run(app, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", wire)
     assert b"pwned" not in wire.data and b"X-Evil" not in wire.data
     assert wire.data.endswith(b"\r\n\r\nbody")
+
+
+def test_a_partial_line_on_wsgi_errors_is_logged_with_its_own_request(caplog):
+    def app(environ, start_response):
+        environ["wsgi.errors"].write(environ["PATH_INFO"] + " said no newline")
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    with caplog.at_level(logging.ERROR, "frontdesk.error.app"):
+        run(app, b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        run(app, b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [r.getMessage() for r in caplog.records if r.name == "frontdesk.error.app"] == [
+        "/first said no newline", "/second said no newline"]

@@ -16,6 +16,7 @@ from frontdesk.logs import given_request_id, request_id
 from frontdesk.protocol import serialize
 from frontdesk.protocol.parser import Request
 from frontdesk.wsgi.environ import build_environ
+from frontdesk.wsgi.errors import error_stream
 from frontdesk.wsgi.file_wrapper import FileWrapper
 from frontdesk.wsgi.proxy import forwarded_client
 from frontdesk.wsgi.response import Head, InvalidResponse, validate
@@ -26,6 +27,7 @@ log = logging.getLogger("frontdesk.error")
 MORE, DONE_KEEP_ALIVE, DONE_CLOSE = 0, 1, 2
 
 INTERNAL_ERROR = 500
+_errors_pending = error_stream.pending  # wsgi.errors' partial lines, per thread
 
 
 class Channel(Protocol):
@@ -239,6 +241,8 @@ class Bridge:
         try:
             self._call(response, environ)
         finally:
+            if _errors_pending.line:
+                error_stream.flush()  # the app's last words without a newline: this request's
             access_log = channel.access_log
             if access_log is not None:
                 access_log.record(environ["REMOTE_ADDR"], request, response.code, response.sent,
