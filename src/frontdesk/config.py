@@ -660,7 +660,7 @@ def resolve(
     Raises `ConfigError` with a one-line message naming the setting and its source.
     """
     environ = os.environ if environ is None else environ
-    here = Path.cwd() if cwd is None else Path(cwd)
+    here = Path.cwd() if cwd is None else Path(cwd).absolute()
     cli_layer, env_layer = _cli_layer(cli or {}), _env_layer(environ)
     config_given = [g for g in env_layer + cli_layer if g.name == "config"]
     explicit = _parse(config_given[-1]) if config_given else None
@@ -669,11 +669,43 @@ def resolve(
     values: dict[str, Any] = {}
     sources = {s.name: "default" for s in SETTINGS}
     for given in file_layer + env_layer + cli_layer:  # lowest source first
+        if given.name == "static":  # checked (the directory exists) where it will be used
+            given = given._replace(raw=_anchor_mounts(given.raw, here))
         values[given.name] = _parse(given)
         sources[given.name] = given.source
     config = Config(**values)
     _check_paths(config, sources, here)
-    return Resolved(config, sources)
+    return Resolved(_anchored(config, here), sources)
+
+
+# Relative paths are relative to the directory frontdesk started in (`here`), not to --chdir.
+# They are made absolute once resolved: with --preload the master changes into --chdir before it
+# binds a unix socket, and reopens the logs there on HUP, so a relative path would name another
+# file then. (--chdir itself stays relative: it is entered from the start directory.)
+_FILE_SETTINGS = ("error_log", "access_log", "log_config", "pid")
+
+
+def _anchored(config: Config, here: Path) -> Config:
+    """`config` with the files its settings name, and unix: binds, absolute under `here`."""
+    changes: dict[str, Any] = {}
+    for name in _FILE_SETTINGS:
+        value = getattr(config, name)
+        if value and not (value == "-" and name in ("error_log", "access_log")):  # std streams
+            changes[name] = str(here / value)
+    changes["bind"] = tuple("unix:" + str(here / spec[5:]) if spec.startswith("unix:") else spec
+                            for spec in config.bind)
+    return dataclasses.replace(config, **changes)
+
+
+def _anchor_mounts(raw: object, here: Path) -> object:
+    """--static values with relative directories made absolute under `here` (as `_anchored`),
+    before they are checked; what is not a list of strings is left for the type to refuse."""
+    from frontdesk.static import anchor_mount
+
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)):
+        return raw
+    return [anchor_mount(item, str(here)) if isinstance(item, str) else item for item in items]
 
 
 def _check_paths(config: Config, sources: Mapping[str, str], here: Path) -> None:
