@@ -253,6 +253,12 @@ def test_invalid_toml(tmp_path: Path) -> None:
         ("access_log_format", "%(h)s 100%% %({x-y}i)s %({REMOTE_USER}e)s", "%(h)s 100%% %({x-y}i)s %({REMOTE_USER}e)s"),
         ("access_log", "", None),
         ("access_log", "-", "-"),
+        ("metrics_bind", "127.0.0.1:9100", "127.0.0.1:9100"),
+        ("metrics_bind", "[::1]:0", "[::1]:0"),
+        # StatsD's own port when none is given (gunicorn's default), not --bind's 8000.
+        ("statsd_host", "localhost", "localhost:8125"),
+        ("statsd_host", "[::1]", "[::1]:8125"),
+        ("statsd_host", "10.0.0.1:9125", "10.0.0.1:9125"),
     ],
 )
 def test_values_are_parsed(tmp_path: Path, name: str, raw: object, expected: object) -> None:
@@ -301,6 +307,17 @@ def test_values_are_parsed(tmp_path: Path, name: str, raw: object, expected: obj
         ("umask", "1777", "at most 0o777"),
         ("access_log_json", "maybe", "expected true/false"),
         ("error_log", 3, "expected a string, got 3"),
+        # Without a port it bound 8000 (--bind's default), with --reuse-port beside the app.
+        ("metrics_bind", "127.0.0.1", "expected HOST:PORT or [IPv6]:PORT, got '127.0.0.1' (a port"
+         " is required)"),
+        ("metrics_bind", "[::1]", "(a port is required)"),
+        ("metrics_bind", "::1", "put IPv6 addresses in brackets"),
+        ("metrics_bind", "unix:/run/m.sock", "expected HOST:PORT"),
+        ("metrics_bind", "localhost:70000", "port 70000 is out of range"),
+        ("statsd_host", "[nope]", "is not an IPv6 address"),
+        ("statsd_host", "a b", "expected HOST:PORT"),
+        ("statsd_host", "8125", "expected HOST:PORT or [IPv6]:PORT, got '8125'"),
+        ("bind", ["localhost"], "(a port is required)"),
     ],
 )
 def test_bad_values_name_setting_and_source(tmp_path: Path, name: str, raw: object, complaint: str) -> None:

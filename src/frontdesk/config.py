@@ -286,6 +286,7 @@ class _List(_Type):
 # -- checks for string settings --
 
 _HOST = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>[0-9]+)")
+_HOST_ONLY = re.compile(r"\[[^\]]+\]|[A-Za-z0-9._-]+")
 
 
 def _check_bind(value: str) -> str:
@@ -297,10 +298,16 @@ def _check_bind(value: str) -> str:
         if not re.fullmatch(r"[0-9]+", value[len("fd://") :]):
             raise ValueError(f"fd:// needs a file descriptor number, got {value!r}")
         return value
+    return _check_host_port(value, "HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N")
+
+
+def _check_host_port(value: str, expected: str = "HOST:PORT or [IPv6]:PORT") -> str:
     match = _HOST.fullmatch(value)
     if not match:
         hint = " (put IPv6 addresses in brackets: [::1]:8000)" if value.count(":") > 1 else ""
-        raise ValueError(f"expected HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N, got {value!r}{hint}")
+        if _HOST_ONLY.fullmatch(value) and not value.isdigit():
+            hint = " (a port is required)"
+        raise ValueError(f"expected {expected}, got {value!r}{hint}")
     if match["v6"]:
         try:
             ipaddress.IPv6Address(match["v6"])
@@ -353,15 +360,11 @@ def _check_forwarded_headers(value: str) -> str:
     return value
 
 
-def _check_metrics_bind(value: str) -> str:
-    from frontdesk.sockets import parse_address
-
-    family, address = parse_address(value)
-    if not isinstance(address, tuple):
-        raise ValueError(f"expected HOST:PORT, got {value!r}")
-    if not 0 <= address[1] <= 65535:
-        raise ValueError(f"port out of range in {value!r}")
-    return value
+def _check_statsd_host(value: str) -> str:
+    """HOST:PORT; without a port, StatsD's own 8125 (as gunicorn), never the --bind default."""
+    if _HOST_ONLY.fullmatch(value) and not value.isdigit():
+        value += ":8125"
+    return _check_host_port(value)
 
 
 def _check_statsd_prefix(value: str) -> str:
@@ -506,8 +509,8 @@ class Config:
 
     health_path: str = _setting("", _OPS, _Str(_check_url_path), "--health-path", doc="Answer GET PATH with 200 from the event loop (liveness), even when every app thread is busy; not logged", metavar="PATH", default_doc="off")
     ready_path: str = _setting("", _OPS, _Str(_check_url_path), "--ready-path", doc="Answer GET PATH with 200 while serving and 503 once draining (readiness), from the event loop; not logged", metavar="PATH", default_doc="off")
-    metrics_bind: str | None = _setting(None, _OPS, _Str(_check_metrics_bind, optional=True), "--metrics-bind", doc="Serve Prometheus metrics, summed over all workers, at http://HOST:PORT/metrics from the master", metavar="HOST:PORT", default_doc="off", equiv="nginx stub_status")
-    statsd_host: str | None = _setting(None, _OPS, _Str(_check_metrics_bind, optional=True), "--statsd-host", doc="Push the metrics, summed over all workers, to the StatsD server at HOST:PORT over UDP from the master, once a second", metavar="HOST:PORT", default_doc="off", equiv="gunicorn --statsd-host")
+    metrics_bind: str | None = _setting(None, _OPS, _Str(_check_host_port, optional=True), "--metrics-bind", doc="Serve Prometheus metrics, summed over all workers, at http://HOST:PORT/metrics from the master (the port is required)", metavar="HOST:PORT", default_doc="off", equiv="nginx stub_status")
+    statsd_host: str | None = _setting(None, _OPS, _Str(_check_statsd_host, optional=True), "--statsd-host", doc="Push the metrics, summed over all workers, to the StatsD server at HOST[:PORT] (port 8125 when none is given) over UDP from the master, once a second", metavar="HOST[:PORT]", default_doc="off", equiv="gunicorn --statsd-host")
     statsd_prefix: str = _setting("", _OPS, _Str(_check_statsd_prefix), "--statsd-prefix", doc="Prefix of the StatsD metric names, a dot added (PREFIX.gunicorn.requests, PREFIX.frontdesk.requests.shed, ...); empty: gunicorn.requests, ...", metavar="PREFIX", default_doc="none", equiv="gunicorn --statsd-prefix (same names where they overlap)")
     backlog_limit: int = _setting(0, _OPS, _Int(), "--backlog-limit", doc="Requests one worker may queue for an app thread; beyond it, answer 503 with Retry-After at once (0 = no limit)", metavar="N", equiv="Heroku H12/H13 avoidance")
     max_queue_time: float = _setting(0.0, _OPS, _Duration(positive=False), "--max-queue-time", doc="A request that waited longer than this for an app thread gets 503 with Retry-After instead of running (0 = no limit). Time spent before the server, from a trusted proxy's X-Request-Start, counts", metavar="SECONDS")
