@@ -465,7 +465,7 @@ class Config:
     chdir: str | None = _setting(None, _APP, _Str(optional=True), "--chdir", doc="Change to this directory before loading the app, and put it on sys.path", metavar="DIR", equiv="gunicorn --chdir")
     pythonpath: tuple[str, ...] = _setting((), _APP, _List(_Str(), sep=","), "--pythonpath", doc="Comma-separated directories to put at the front of sys.path", metavar="DIRS", equiv="gunicorn --pythonpath")
     preload: bool = _setting(False, _APP, _Bool(), "--preload", doc="Load the app in the master before forking workers (less memory; code is not reloaded on HUP)", equiv="gunicorn --preload")
-    reload: bool = _setting(False, _APP, _Bool(), "--reload", doc="Development: watch the app's *.py files (with watchfiles when installed) and reload the workers when one changes; a broken edit keeps the old workers serving", equiv="gunicorn --reload")
+    reload: bool = _setting(False, _APP, _Bool(), "--reload", doc="Development: watch the *.py files below the app's directory (--chdir, else the start directory) and the --pythonpath directories (with watchfiles when installed), and reload the workers when one changes; a broken edit keeps the old workers serving", equiv="gunicorn --reload")
     reload_include: tuple[str, ...] = _setting((), _APP, _List(_Str()), "--reload-include", "--reload-extra-file", doc="With --reload, also watch files matching this glob (or this file); repeatable", metavar="GLOB", equiv="gunicorn --reload-extra-file")
 
     config: str | None = _setting(None, _CONF, _Str(optional=True), "-c", "--config", doc="TOML file to read settings from", metavar="FILE", default_doc="./frontdesk.toml, else [tool.frontdesk] in ./pyproject.toml", file=False, equiv="gunicorn -c")

@@ -139,7 +139,7 @@ class StaticResponse:
     head, its own duplicate of the socket; it must make it with
     `os.dup2(sock_fd, spare.take(), inheritable=False)`, which reuses the reserved number and so
     cannot fail for lack of descriptors, use it for every FileRegion of the response, and close it
-    after the last one (or on abort). A sender without a socket (TLS) calls `spare.close()`.
+    after the last one (or on abort). A sender without a socket fd calls `spare.close()`.
 
     `close`: the server should close the connection after this response (the 503 for lack of
     descriptors: a closed connection is a descriptor given back).
