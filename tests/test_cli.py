@@ -310,7 +310,8 @@ def test_check_config_applies_the_log_config(capsys, tmp_path: Path, keep_loggin
     assert main("--check-config", "--log-config", "handler.toml", "--pythonpath", FIXTURES,
                 "lf_factory:app") == 2
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("frontdesk: error: setting 'log_config' is invalid: handler.toml: ")
+    assert line.startswith(
+        f"frontdesk: error: setting 'log_config' is invalid: {tmp_path / 'handler.toml'}: ")
     assert "no.such.Handler" in line
 
 

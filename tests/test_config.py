@@ -253,6 +253,12 @@ def test_invalid_toml(tmp_path: Path) -> None:
         ("access_log_format", "%(h)s 100%% %({x-y}i)s %({REMOTE_USER}e)s", "%(h)s 100%% %({x-y}i)s %({REMOTE_USER}e)s"),
         ("access_log", "", None),
         ("access_log", "-", "-"),
+        ("metrics_bind", "127.0.0.1:9100", "127.0.0.1:9100"),
+        ("metrics_bind", "[::1]:0", "[::1]:0"),
+        # StatsD's own port when none is given (gunicorn's default), not --bind's 8000.
+        ("statsd_host", "localhost", "localhost:8125"),
+        ("statsd_host", "[::1]", "[::1]:8125"),
+        ("statsd_host", "10.0.0.1:9125", "10.0.0.1:9125"),
     ],
 )
 def test_values_are_parsed(tmp_path: Path, name: str, raw: object, expected: object) -> None:
@@ -301,6 +307,17 @@ def test_values_are_parsed(tmp_path: Path, name: str, raw: object, expected: obj
         ("umask", "1777", "at most 0o777"),
         ("access_log_json", "maybe", "expected true/false"),
         ("error_log", 3, "expected a string, got 3"),
+        # Without a port it bound 8000 (--bind's default), with --reuse-port beside the app.
+        ("metrics_bind", "127.0.0.1", "expected HOST:PORT or [IPv6]:PORT, got '127.0.0.1' (a port"
+         " is required)"),
+        ("metrics_bind", "[::1]", "(a port is required)"),
+        ("metrics_bind", "::1", "put IPv6 addresses in brackets"),
+        ("metrics_bind", "unix:/run/m.sock", "expected HOST:PORT"),
+        ("metrics_bind", "localhost:70000", "port 70000 is out of range"),
+        ("statsd_host", "[nope]", "is not an IPv6 address"),
+        ("statsd_host", "a b", "expected HOST:PORT"),
+        ("statsd_host", "8125", "expected HOST:PORT or [IPv6]:PORT, got '8125'"),
+        ("bind", ["localhost"], "(a port is required)"),
     ],
 )
 def test_bad_values_name_setting_and_source(tmp_path: Path, name: str, raw: object, complaint: str) -> None:
@@ -400,8 +417,35 @@ def test_paths_that_are_fine(tmp_path: Path) -> None:
     cli = {"chdir": "logs", "pid": "logs/x.pid", "error_log": "logs/old.log",
            "access_log": str(tmp_path / "logs" / "new.log")}
     config = run(tmp_path, cli).config
-    assert (config.chdir, config.pid, config.error_log) == ("logs", "logs/x.pid", "logs/old.log")
+    assert (config.chdir, config.pid, config.error_log) == (
+        "logs", str(tmp_path / "logs/x.pid"), str(tmp_path / "logs/old.log"))
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["old.log"]  # nothing created
+
+
+def test_relative_paths_are_made_absolute_against_the_start_directory(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The master may chdir (--chdir with --preload) before it binds a unix socket, and reopens
+    the logs on HUP; the settings are read again then, from the directory it is in by now."""
+    start = tmp_path / "start"
+    (start / "logs").mkdir(parents=True)
+    (start / "public").mkdir()
+    (start / "app").mkdir()
+    (start / "log.json").write_text('{"version": 1}')
+    monkeypatch.chdir(start / "app")  # where the process is: not where relative paths start
+    cli = {"chdir": "app", "pid": "x.pid", "error_log": "logs/e.log", "access_log": "./a.log",
+           "bind": ["unix:app.sock", "127.0.0.1:0", "unix:/run/abs.sock", "fd://3"],
+           "static": ["/s=public;cache-control=no-cache", f"/t={start / 'logs'}"]}
+    config, sources = run(start, cli)
+    assert config.chdir == "app"
+    assert (config.pid, config.error_log, config.access_log) == (
+        f"{start}/x.pid", f"{start}/logs/e.log", f"{start}/a.log")
+    assert config.bind == (f"unix:{start}/app.sock", "127.0.0.1:0", "unix:/run/abs.sock", "fd://3")
+    assert config.static == (f"/s={start}/public;cache-control=no-cache", f"/t={start}/logs")
+    assert run(start, {"log_config": "log.json"}).config.log_config == f"{start}/log.json"
+    # Standard streams stay streams; --print-config shows the paths in effect.
+    assert run(start, {"error_log": "-", "access_log": "-"}).config.error_log == "-"
+    assert f'pid = "{start}/x.pid"' in format_config(config, sources)
 
 
 def test_unwritable_directories(tmp_path: Path, monkeypatch) -> None:
@@ -415,7 +459,7 @@ def test_unwritable_directories(tmp_path: Path, monkeypatch) -> None:
 def test_log_files_are_not_checked_when_log_config_replaces_them(tmp_path: Path) -> None:
     (tmp_path / "log.toml").write_text("version = 1\n")
     config = run(tmp_path, {"log_config": "log.toml", "error_log": "nowhere/e.log"}).config
-    assert config.error_log == "nowhere/e.log"
+    assert config.error_log == str(tmp_path / "nowhere/e.log")
 
 
 @pytest.mark.parametrize(("file", "data", "complaint"), [
@@ -480,3 +524,40 @@ def test_root_path_in_pep3333_form_through_the_server(server_factory) -> None:
         assert head.startswith(b"HTTP/1.1 200 "), response
         environ = json.loads(body)
         assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("/caf\xc3\xa9", "/environ")
+
+
+# -- relative paths with --preload --chdir, in a real master --
+
+
+def test_preload_chdir_keeps_relative_paths_in_the_start_directory(server_factory, tmp_path):
+    import signal
+    import time
+
+    import httpx
+
+    start = tmp_path
+    (start / "sub").mkdir()
+    (start / "sub" / "pathapp.py").write_text(
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Length', '2')])\n"
+        "    return [b'ok']\n")
+    server = server_factory("pathapp:app", "--preload", "--chdir", "sub", "--workers", "1",
+                            "--bind", "unix:app.sock", "--pid", "app.pid",
+                            "--access-logfile", "access.log", cwd=start)
+
+    def wait_for(what, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not what():
+            time.sleep(0.05)
+        return what()
+
+    assert (start / "app.sock").is_socket()
+    assert wait_for((start / "app.pid").is_file)  # written once the master runs
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(start / "app.sock"))) as client:
+        assert client.get("http://h/first").text == "ok"
+    assert wait_for(lambda: "/first" in (start / "access.log").read_text())
+    server.proc.send_signal(signal.SIGHUP)  # the logs are reopened from the --chdir directory
+    assert wait_for(lambda: "reload complete" in server.log)
+    assert httpx.get(server.url + "/second").text == "ok"
+    assert wait_for(lambda: "/second" in (start / "access.log").read_text())
+    assert {p.name for p in (start / "sub").iterdir()} - {"__pycache__"} == {"pathapp.py"}

@@ -144,6 +144,24 @@ def test_environ_atoms_are_looked_up_case_insensitively_and_only_those_are_kept(
     assert log.format(*log._queue.get_nowait()) == "- - - -"
 
 
+def test_environ_atoms_look_up_only_the_names_the_format_asks_for():
+    """Per request: a few dict lookups, not a lower-cased copy of every environ key."""
+
+    class Environ(dict):
+        def items(self):
+            raise AssertionError("the whole environ was scanned")
+
+        __iter__ = keys = values = items
+
+    request = parsed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    log = AccessLog("%({remote_addr}e)s %({wsgi.url_scheme}e)s %({X}e)s", as_json=False)
+    log._queue.put(None)
+    log._thread.join(2)
+    environ = Environ({"REMOTE_ADDR": "10.0.0.1", "wsgi.url_scheme": "http", "x": "lower"})
+    log.record("1.1.1.1", request, 200, 0, [], time.monotonic(), "r", environ)
+    assert log.format(*log._queue.get_nowait()) == "10.0.0.1 http lower"
+
+
 def test_environ_atoms_through_the_server(server_factory, tmp_path):
     path = tmp_path / "access.log"
     server = server_factory("tests.apps:router", "--workers", "1", "--access-logfile", str(path),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import ipaddress
 import json
 import math
@@ -287,6 +286,7 @@ class _List(_Type):
 # -- checks for string settings --
 
 _HOST = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>[0-9]+)")
+_HOST_ONLY = re.compile(r"\[[^\]]+\]|[A-Za-z0-9._-]+")
 
 
 def _check_bind(value: str) -> str:
@@ -298,10 +298,16 @@ def _check_bind(value: str) -> str:
         if not re.fullmatch(r"[0-9]+", value[len("fd://") :]):
             raise ValueError(f"fd:// needs a file descriptor number, got {value!r}")
         return value
+    return _check_host_port(value, "HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N")
+
+
+def _check_host_port(value: str, expected: str = "HOST:PORT or [IPv6]:PORT") -> str:
     match = _HOST.fullmatch(value)
     if not match:
         hint = " (put IPv6 addresses in brackets: [::1]:8000)" if value.count(":") > 1 else ""
-        raise ValueError(f"expected HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N, got {value!r}{hint}")
+        if _HOST_ONLY.fullmatch(value) and not value.isdigit():
+            hint = " (a port is required)"
+        raise ValueError(f"expected {expected}, got {value!r}{hint}")
     if match["v6"]:
         try:
             ipaddress.IPv6Address(match["v6"])
@@ -354,15 +360,11 @@ def _check_forwarded_headers(value: str) -> str:
     return value
 
 
-def _check_metrics_bind(value: str) -> str:
-    from frontdesk.sockets import parse_address
-
-    family, address = parse_address(value)
-    if not isinstance(address, tuple):
-        raise ValueError(f"expected HOST:PORT, got {value!r}")
-    if not 0 <= address[1] <= 65535:
-        raise ValueError(f"port out of range in {value!r}")
-    return value
+def _check_statsd_host(value: str) -> str:
+    """HOST:PORT; without a port, StatsD's own 8125 (as gunicorn), never the --bind default."""
+    if _HOST_ONLY.fullmatch(value) and not value.isdigit():
+        value += ":8125"
+    return _check_host_port(value)
 
 
 def _check_statsd_prefix(value: str) -> str:
@@ -390,15 +392,9 @@ def _check_access_log_format(value: str) -> str:
 
 
 def _check_static(value: str) -> str:
-    try:  # lazily: the static package owns the PREFIX=DIR[;cache-control=V] syntax
-        static = importlib.import_module("frontdesk.static")
-    except ModuleNotFoundError as exc:  # pragma: no cover - only while static is being written
-        if exc.name != "frontdesk.static":
-            raise
-        return value
-    parse_mount = getattr(static, "parse_mount", None)
-    if parse_mount is not None:
-        parse_mount(value)
+    from frontdesk.static import parse_mount  # lazily: static owns the PREFIX=DIR[;...] syntax
+
+    parse_mount(value)
     return value
 
 
@@ -469,7 +465,7 @@ class Config:
     chdir: str | None = _setting(None, _APP, _Str(optional=True), "--chdir", doc="Change to this directory before loading the app, and put it on sys.path", metavar="DIR", equiv="gunicorn --chdir")
     pythonpath: tuple[str, ...] = _setting((), _APP, _List(_Str(), sep=","), "--pythonpath", doc="Comma-separated directories to put at the front of sys.path", metavar="DIRS", equiv="gunicorn --pythonpath")
     preload: bool = _setting(False, _APP, _Bool(), "--preload", doc="Load the app in the master before forking workers (less memory; code is not reloaded on HUP)", equiv="gunicorn --preload")
-    reload: bool = _setting(False, _APP, _Bool(), "--reload", doc="Development: watch the app's *.py files (with watchfiles when installed) and reload the workers when one changes; a broken edit keeps the old workers serving", equiv="gunicorn --reload")
+    reload: bool = _setting(False, _APP, _Bool(), "--reload", doc="Development: watch the *.py files below the app's directory (--chdir, else the start directory) and the --pythonpath directories (with watchfiles when installed), and reload the workers when one changes; a broken edit keeps the old workers serving", equiv="gunicorn --reload")
     reload_include: tuple[str, ...] = _setting((), _APP, _List(_Str()), "--reload-include", "--reload-extra-file", doc="With --reload, also watch files matching this glob (or this file); repeatable", metavar="GLOB", equiv="gunicorn --reload-extra-file")
 
     config: str | None = _setting(None, _CONF, _Str(optional=True), "-c", "--config", doc="TOML file to read settings from", metavar="FILE", default_doc="./frontdesk.toml, else [tool.frontdesk] in ./pyproject.toml", file=False, equiv="gunicorn -c")
@@ -513,8 +509,8 @@ class Config:
 
     health_path: str = _setting("", _OPS, _Str(_check_url_path), "--health-path", doc="Answer GET PATH with 200 from the event loop (liveness), even when every app thread is busy; not logged", metavar="PATH", default_doc="off")
     ready_path: str = _setting("", _OPS, _Str(_check_url_path), "--ready-path", doc="Answer GET PATH with 200 while serving and 503 once draining (readiness), from the event loop; not logged", metavar="PATH", default_doc="off")
-    metrics_bind: str | None = _setting(None, _OPS, _Str(_check_metrics_bind, optional=True), "--metrics-bind", doc="Serve Prometheus metrics, summed over all workers, at http://HOST:PORT/metrics from the master", metavar="HOST:PORT", default_doc="off", equiv="nginx stub_status")
-    statsd_host: str | None = _setting(None, _OPS, _Str(_check_metrics_bind, optional=True), "--statsd-host", doc="Push the metrics, summed over all workers, to the StatsD server at HOST:PORT over UDP from the master, once a second", metavar="HOST:PORT", default_doc="off", equiv="gunicorn --statsd-host")
+    metrics_bind: str | None = _setting(None, _OPS, _Str(_check_host_port, optional=True), "--metrics-bind", doc="Serve Prometheus metrics, summed over all workers, at http://HOST:PORT/metrics from the master (the port is required)", metavar="HOST:PORT", default_doc="off", equiv="nginx stub_status")
+    statsd_host: str | None = _setting(None, _OPS, _Str(_check_statsd_host, optional=True), "--statsd-host", doc="Push the metrics, summed over all workers, to the StatsD server at HOST[:PORT] (port 8125 when none is given) over UDP from the master, once a second", metavar="HOST[:PORT]", default_doc="off", equiv="gunicorn --statsd-host")
     statsd_prefix: str = _setting("", _OPS, _Str(_check_statsd_prefix), "--statsd-prefix", doc="Prefix of the StatsD metric names, a dot added (PREFIX.gunicorn.requests, PREFIX.frontdesk.requests.shed, ...); empty: gunicorn.requests, ...", metavar="PREFIX", default_doc="none", equiv="gunicorn --statsd-prefix (same names where they overlap)")
     backlog_limit: int = _setting(0, _OPS, _Int(), "--backlog-limit", doc="Requests one worker may queue for an app thread; beyond it, answer 503 with Retry-After at once (0 = no limit)", metavar="N", equiv="Heroku H12/H13 avoidance")
     max_queue_time: float = _setting(0.0, _OPS, _Duration(positive=False), "--max-queue-time", doc="A request that waited longer than this for an app thread gets 503 with Retry-After instead of running (0 = no limit). Time spent before the server, from a trusted proxy's X-Request-Start, counts", metavar="SECONDS")
@@ -667,7 +663,7 @@ def resolve(
     Raises `ConfigError` with a one-line message naming the setting and its source.
     """
     environ = os.environ if environ is None else environ
-    here = Path.cwd() if cwd is None else Path(cwd)
+    here = Path.cwd() if cwd is None else Path(cwd).absolute()
     cli_layer, env_layer = _cli_layer(cli or {}), _env_layer(environ)
     config_given = [g for g in env_layer + cli_layer if g.name == "config"]
     explicit = _parse(config_given[-1]) if config_given else None
@@ -676,11 +672,43 @@ def resolve(
     values: dict[str, Any] = {}
     sources = {s.name: "default" for s in SETTINGS}
     for given in file_layer + env_layer + cli_layer:  # lowest source first
+        if given.name == "static":  # checked (the directory exists) where it will be used
+            given = given._replace(raw=_anchor_mounts(given.raw, here))
         values[given.name] = _parse(given)
         sources[given.name] = given.source
     config = Config(**values)
     _check_paths(config, sources, here)
-    return Resolved(config, sources)
+    return Resolved(_anchored(config, here), sources)
+
+
+# Relative paths are relative to the directory frontdesk started in (`here`), not to --chdir.
+# They are made absolute once resolved: with --preload the master changes into --chdir before it
+# binds a unix socket, and reopens the logs there on HUP, so a relative path would name another
+# file then. (--chdir itself stays relative: it is entered from the start directory.)
+_FILE_SETTINGS = ("error_log", "access_log", "log_config", "pid")
+
+
+def _anchored(config: Config, here: Path) -> Config:
+    """`config` with the files its settings name, and unix: binds, absolute under `here`."""
+    changes: dict[str, Any] = {}
+    for name in _FILE_SETTINGS:
+        value = getattr(config, name)
+        if value and not (value == "-" and name in ("error_log", "access_log")):  # std streams
+            changes[name] = str(here / value)
+    changes["bind"] = tuple("unix:" + str(here / spec[5:]) if spec.startswith("unix:") else spec
+                            for spec in config.bind)
+    return dataclasses.replace(config, **changes)
+
+
+def _anchor_mounts(raw: object, here: Path) -> object:
+    """--static values with relative directories made absolute under `here` (as `_anchored`),
+    before they are checked; what is not a list of strings is left for the type to refuse."""
+    from frontdesk.static import anchor_mount
+
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)):
+        return raw
+    return [anchor_mount(item, str(here)) if isinstance(item, str) else item for item in items]
 
 
 def _check_paths(config: Config, sources: Mapping[str, str], here: Path) -> None:

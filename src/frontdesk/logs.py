@@ -23,7 +23,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from frontdesk.errors import ConfigError
@@ -238,6 +238,21 @@ def request_id(given: str | None) -> str:
     return f"{prefix}-{next(counter):x}"
 
 
+def given_request_id(trust: Any, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The X-Request-ID of a request from a trusted proxy (`trust` is not None), as the WSGI
+    environ carries it (repeated fields joined with ", ", which `request_id` then refuses), for
+    the lines the server logs without an environ; None when there is none or it is not
+    trusted."""
+    if trust is None:
+        return None
+    given = None
+    for name, value in headers:
+        if len(name) == 12 and name.lower() == b"x-request-id":
+            text = value.decode("latin-1")
+            given = text if given is None else given + ", " + text
+    return given
+
+
 def _new_id_state() -> tuple[str, Any]:
     global _id_state
     _id_state = (os.urandom(5).hex(), itertools.count(1))
@@ -290,9 +305,12 @@ class AccessLog:
     def __init__(self, fmt: str, as_json: bool) -> None:
         self.fmt = fmt
         self.as_json = as_json
-        # The environ variables the format names (`%({name}e)s`), lower-cased as gunicorn does.
-        self._env_names = frozenset(
-            name.lower() for name in re.findall(r"%\(\{([^}]*)\}e\)", fmt) if not as_json)
+        # The environ variables the format names (`%({name}e)s`), as (key in the record, then
+        # the spellings looked up: as written, upper-cased as CGI's are, lower-cased as wsgi.*
+        # are). gunicorn matches them case-insensitively by lower-casing the whole environ.
+        self._env_names = tuple(
+            (name.lower(), tuple(dict.fromkeys((name, name.upper(), name.lower()))))
+            for name in dict.fromkeys(re.findall(r"%\(\{([^}]*)\}e\)", fmt)) if not as_json)
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._logger = logging.getLogger(ACCESS_LOGGER)
         self._pid = str(os.getpid())
@@ -323,7 +341,13 @@ class AccessLog:
         line = _RequestLine(request.method, request.target, request.version, request.headers)
         env = None
         if self._env_names and environ is not None:
-            env = {k.lower(): str(v) for k, v in environ.items() if k.lower() in self._env_names}
+            env = {}
+            for key, spellings in self._env_names:
+                for name in spellings:
+                    value = environ.get(name)
+                    if value is not None:
+                        env[key] = str(value)
+                        break
         self._queue.put((remote_addr, line, status, sent, response_headers,
                          time.monotonic() - started, time.time(), request_id, env))
 
@@ -333,8 +357,6 @@ class AccessLog:
         if self.dropped:
             logging.getLogger(ERROR_LOGGER).warning(
                 "access log fell behind: %d lines dropped", self.dropped)
-
-
 
     def _write(self) -> None:
         """The writer thread: it must outlive any failure of a line or of a handler, or every

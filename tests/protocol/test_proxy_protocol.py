@@ -50,6 +50,19 @@ def test_v2_families_without_a_tcp_client_keep_the_connection_address(family, bo
 def test_v1_unknown_ignores_the_rest_of_its_line():
     line = b"PROXY UNKNOWN ffff:f...f:ffff ffff:f...f:ffff 65535 65535\r\n"
     assert parse(line + b"GET") == (len(line), None)
+    line = b"PROXY UNKNOWN \xff\xfe not even ASCII\r\n"
+    assert parse(line + b"GET") == (len(line), None)
+
+
+@pytest.mark.parametrize("bad", [
+    b"PROXY TCP4 1.1.1.1 10.0.0.1 \xd9\xa1 2\r\n",  # ARABIC-INDIC DIGIT ONE: isdigit() is true
+    b"PROXY TCP4 1.1.1.1 10.0.0.1 1 \xef\xbc\x92\r\n",  # FULLWIDTH DIGIT TWO
+    b"PROXY TCP4 1.1.1.\xd9\xa1 10.0.0.1 1 2\r\n",
+])
+def test_v1_bytes_beyond_ascii_are_refused_by_the_decoding(bad):
+    """The line is decoded strictly: a non-ASCII byte never reaches a digit or address check."""
+    with pytest.raises(UnicodeDecodeError):
+        parse(bad)
 
 
 @pytest.mark.parametrize("bad", [

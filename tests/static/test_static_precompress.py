@@ -366,3 +366,84 @@ def test_two_mounts_of_one_directory_build_once(
     for p in (b"/a/a.css", b"/b/a.css"):
         resp = static.respond("GET", p, [(b"Accept-Encoding", b"gzip")])
         assert hdr(resp, b"Content-Encoding") == b"gzip"
+
+
+class _SwapAfterStat:
+    """`os` for _precompress, whose stat() of `name` swaps that file (as someone who can write
+    the served tree could, between the build's stat and its open) by calling `swap`."""
+
+    def __init__(self, name: str, swap) -> None:
+        self.name, self.swap, self.swapped = name, swap, False
+
+    def __getattr__(self, attr: str):
+        return getattr(os, attr)
+
+    def stat(self, path, *args, **kwargs):
+        st = os.stat(path, *args, **kwargs)
+        if os.path.basename(path) == self.name and not self.swapped:
+            self.swapped = True
+            self.swap()
+        return st
+
+
+@pytest.mark.parametrize("how", ["symlink", "other file"])
+def test_precompress_never_reads_a_file_swapped_in_after_its_stat(
+    root: Path, tmp_path: Path, make, gzip_only: None, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """The master (root, with --user) must not compress what a symlink swapped in points to,
+    e.g. /etc/shadow, into a cache the workers' group can read."""
+    secret = write(tmp_path, "secret.txt", ("root:SECRET-HASH:19000:0:99999:7:::\n" * 100))
+    victim = write(root, "app.css", CSS)
+
+    def swap() -> None:
+        other = root / "other.tmp"
+        if how == "symlink":
+            other.symlink_to(secret)
+        else:  # a hard link would be the same: another inode than the one stat() saw
+            other.write_bytes(secret.read_bytes())
+        other.replace(victim)
+
+    fake = _SwapAfterStat("app.css", swap)
+    monkeypatch.setattr(_precompress, "os", fake)
+    cache = tmp_path / "c"
+    cache.mkdir()
+    make(precompress=True, cache_dir=str(cache))
+    assert fake.swapped
+    built = [p for p in cache.rglob("*") if p.is_file()]
+    assert [gzip.decompress(p.read_bytes())[:9] for p in built] == []
+
+
+def test_precompress_skips_a_symlink_to_a_file_outside(
+    root: Path, tmp_path: Path, make, gzip_only: None
+) -> None:
+    secret = write(tmp_path, "secret.txt", "SECRET\n" * 500)
+    os.symlink(secret, root / "linked.txt")
+    write(root, "real.txt", CSS)
+    cache = tmp_path / "c"
+    cache.mkdir()
+    make(precompress=True, cache_dir=str(cache))
+    built = [p.name for p in cache.rglob("*") if p.is_file()]
+    assert len(built) == 1 and built[0].startswith("real.txt.")
+
+
+def test_precompress_never_follows_a_directory_swapped_for_a_symlink(
+    root: Path, tmp_path: Path, make, gzip_only: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory of the tree renamed away and replaced by a symlink to one outside, after
+    the build listed and stat()ed a file in it: the file is read from the directory listed."""
+    outside = tmp_path / "outside"
+    write(outside, "app.css", "SECRET { }\n" * 500)
+    write(root, "sub/app.css", CSS)
+
+    def swap() -> None:
+        (root / "sub").rename(root / "moved")
+        (root / "sub").symlink_to(outside)
+
+    fake = _SwapAfterStat("app.css", swap)
+    monkeypatch.setattr(_precompress, "os", fake)
+    cache = tmp_path / "c"
+    cache.mkdir()
+    make(precompress=True, cache_dir=str(cache))
+    assert fake.swapped
+    built = [p for p in cache.rglob("*") if p.is_file()]
+    assert [gzip.decompress(p.read_bytes()) for p in built] == [CSS]

@@ -30,7 +30,7 @@ def test_get_small_file_exact_headers(root: Path, get) -> None:
     resp = get("/static/app.css")
     etag = b'"%x-%x-%x"' % (st.st_ino, st.st_size, st.st_mtime_ns)
     assert resp.status == 200
-    assert resp.headers == [
+    assert list(resp.headers) == [
         (b"Content-Type", b"text/css; charset=utf-8"),
         (b"Content-Length", b"6"),
         (b"ETag", etag),
@@ -430,13 +430,14 @@ def test_last_modified_never_in_the_future(root: Path, get) -> None:
     assert lm == format_http_date(int(time.time())) or lm == format_http_date(int(time.time()) - 1)
 
 
-def test_header_lists_are_fresh_per_response(root: Path, get) -> None:
+def test_headers_are_shared_and_immutable_and_body_lists_fresh(root: Path, get) -> None:
     write(root, "a.txt", "a")
     first = get("/static/a.txt")
-    first.headers.append((b"X-Mutated", b"1"))
+    with pytest.raises(AttributeError):
+        first.headers.append((b"X-Mutated", b"1"))  # type: ignore[attr-defined]
     first.body.clear()
     second = get("/static/a.txt")
-    assert hdr(second, b"X-Mutated") is None and second.body == [b"a"]
+    assert second.headers is first.headers and second.body == [b"a"]
 
 
 # --- parse_mount ----------------------------------------------------------------------------------

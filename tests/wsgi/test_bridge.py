@@ -13,10 +13,13 @@ import time
 
 import pytest
 
+from frontdesk.logs import given_request_id
 from frontdesk.protocol.parser import Limits, RequestParser
 from frontdesk.wsgi import response as response_module
 from frontdesk.wsgi.bridge import DONE_CLOSE, DONE_KEEP_ALIVE, MORE, Bridge, FileRegion
 from frontdesk.wsgi.environ import connection_environ
+from frontdesk.wsgi.proxy import proxy_trust_for
+from frontdesk.wsgi.response import InvalidResponse, validate
 
 DATE = re.compile(rb"Date: [^\r]*\r\n")
 
@@ -195,6 +198,24 @@ def test_status_outside_100_599_is_a_500(status, caplog):
     assert f"invalid WSGI status {status!r}" in caplog.text
 
 
+@pytest.mark.parametrize("status, headers, error", [
+    ("200 \u20ac", [], "invalid WSGI status '200 \u20ac'"),
+    ("200 OK", [("X-Price", "5 \u20ac")], "invalid value for header 'X-Price'"),
+    ("200 OK", [("X-Emoji", "\U0001f600")], "invalid value for header 'X-Emoji'"),
+])
+def test_text_beyond_latin_1_is_an_invalid_response(status, headers, error, caplog):
+    with pytest.raises(InvalidResponse, match="invalid"):
+        validate(status, headers)
+    wire = run(app_returning(status, headers, [b"body"]))
+    assert wire.data.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert error in caplog.text
+
+
+def test_latin_1_text_goes_out_as_its_bytes():
+    wire = run(app_returning("200 \xd6K", [("X-Name", "caf\xe9 \xff")], [b"body"]))
+    assert wire.data.startswith(b"HTTP/1.1 200 \xd6K\r\nX-Name: caf\xe9 \xff\r\n")
+
+
 # -- 5. a body longer than its Content-Length -----------------------------------------------------
 
 
@@ -292,6 +313,38 @@ def test_request_shed_for_queue_time_is_access_logged():
     assert sent == len(wire.data.partition(b"\r\n\r\n")[2]) > 0
 
 
+@pytest.mark.parametrize("headers, expected", [
+    (b"X-Request-ID: abc-1\r\n", "abc-1"),
+    # Repeated: the environ joins them ("abc-1, abc-2"), which is no valid id: a new one.
+    (b"X-Request-ID: abc-1\r\nx-request-id: abc-2\r\n", None),
+])
+def test_shed_and_served_requests_take_the_same_request_id(headers, expected):
+    raw = b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"
+    for shed in (False, True):
+        wire = Wire()
+        wire.access_log = AccessLog()
+        wire.proxy_trust = proxy_trust_for("127.0.0.1")
+        request = parse(raw)
+        if shed:
+            wire.max_queue_time = 0.001
+            request.started -= 1
+        Bridge(app_returning("200 OK", [], [b"ok"]), wire).handle(wire, request)
+        ((_, _, status, _, _, _, rid, *_),) = wire.access_log.records
+        assert status == (503 if shed else 200)
+        if expected is None:
+            assert re.fullmatch(r"[0-9a-f]{10}-[0-9a-f]+", rid), rid
+        else:
+            assert rid == expected
+
+
+def test_given_request_id_is_the_trusted_header_as_the_environ_has_it():
+    headers = [(b"Host", b"x"), (b"X-Request-Id", b"a"), (b"x-request-id", b"b")]
+    assert given_request_id(proxy_trust_for("127.0.0.1"), headers) == "a, b"
+    assert given_request_id(proxy_trust_for("127.0.0.1"), headers[:2]) == "a"
+    assert given_request_id(None, headers) is None
+    assert given_request_id(proxy_trust_for("127.0.0.1"), headers[:1]) is None
+
+
 # -- 9. hop-by-hop headers from the app -----------------------------------------------------------
 
 
@@ -346,6 +399,17 @@ def test_first_write_sends_the_head_even_when_empty():
     assert wire.end == DONE_KEEP_ALIVE
 
 
+@pytest.mark.parametrize("chunk", ["", "text", None])
+def test_write_refuses_what_is_not_bytes_even_when_empty(chunk, caplog):
+    def app(environ, start_response):
+        start_response("200 OK", [])(chunk)
+        return []
+
+    wire = run(app)
+    assert wire.data.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert "WSGI body chunks must be bytes" in caplog.text
+
+
 def test_empty_chunks_from_the_iterable_do_not_send_the_head():
     """PEP 3333: the headers wait for the first non-empty chunk, so an app can still replace
     them with start_response(..., exc_info) after yielding b''."""
@@ -383,6 +447,25 @@ def test_file_wrapper_goes_to_the_loop_as_a_region(tmp_path):
     wire.pushed[-1][0].close()
 
 
+@pytest.mark.parametrize("offset", [0, 3])  # empty, or read to its end by the app already
+def test_file_wrapper_with_nothing_left_to_send_is_no_region(tmp_path, offset):
+    path = tmp_path / "f"
+    path.write_bytes(b"abc"[:offset])
+    files = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        f = open(path, "rb")
+        f.read(offset)
+        files.append(f)
+        return environ["wsgi.file_wrapper"](f)
+
+    wire = run(app)
+    assert not any(isinstance(data, FileRegion) for data, _ in wire.pushed)
+    assert wire.data.endswith(b"Content-Length: 0\r\nServer: frontdesk\r\n\r\n")
+    assert wire.end == DONE_KEEP_ALIVE and files[0].closed  # closed by the app thread
+
+
 def test_headers_added_to_the_list_after_start_response_never_reach_the_wire(caplog):
     # wsgiref keeps the app's list; an app may append to it later. What goes out is what was
     # validated: a CR/LF smuggled in afterwards must not become a header of its own.
@@ -396,3 +479,16 @@ def test_headers_added_to_the_list_after_start_response_never_reach_the_wire(cap
     run(app, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", wire)
     assert b"pwned" not in wire.data and b"X-Evil" not in wire.data
     assert wire.data.endswith(b"\r\n\r\nbody")
+
+
+def test_a_partial_line_on_wsgi_errors_is_logged_with_its_own_request(caplog):
+    def app(environ, start_response):
+        environ["wsgi.errors"].write(environ["PATH_INFO"] + " said no newline")
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    with caplog.at_level(logging.ERROR, "frontdesk.error.app"):
+        run(app, b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        run(app, b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [r.getMessage() for r in caplog.records if r.name == "frontdesk.error.app"] == [
+        "/first said no newline", "/second said no newline"]

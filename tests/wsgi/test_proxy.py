@@ -227,3 +227,26 @@ def test_forwarded_client_agrees_with_the_environ(trust, headers):
     expected = build_environ(request, base, trust)["REMOTE_ADDR"]
     assert (forwarded_client(trust, request.headers) or "127.0.0.1") == expected
     assert forwarded_client(None, request.headers) is None  # an untrusted peer
+
+
+@pytest.mark.parametrize("pad", [0, 300])  # cached, and too long to be cached
+def test_a_forwarded_value_is_parsed_once_per_request(monkeypatch, pad):
+    from frontdesk.wsgi import proxy
+
+    calls = []
+    real = proxy._parse_forwarded
+    monkeypatch.setattr(proxy, "_parse_forwarded", lambda value: calls.append(value) or real(value))
+    value = "for=203.0.113.9;proto=https;host=example.org" + ", for=127.0.0.1" * (pad // 15 + 1)
+    value += f';host="x{pad}.example"'  # a value no other test has put in the caches
+    env = environ(HTTP_FORWARDED=value)
+    apply_forwarded(env, ALL_HEADERS)
+    assert env["REMOTE_ADDR"] == "203.0.113.9" and len(calls) == 1
+
+
+def test_cached_answers_are_immutable():
+    """lru_cache hands every caller the same object: it must not be a list or dict."""
+    from frontdesk.wsgi import proxy
+
+    for value in ("for=203.0.113.9;proto=https, for=127.0.0.1", "for=junk;;;\"", ""):
+        hash(proxy._forwarded(ALL_HEADERS, value))
+    hash(proxy._xff_client(ALL_HEADERS, "203.0.113.9, 127.0.0.1"))

@@ -36,9 +36,10 @@ def _parse_v1(buffer: bytes) -> tuple[int, tuple[str, str] | None] | None:
         if len(buffer) >= V1_MAX:
             raise ValueError("PROXY v1 header too long")
         return None
-    parts = buffer[:end].decode("ascii", "replace").split(" ")
-    if parts[1:2] == ["UNKNOWN"]:
+    line = buffer[:end]
+    if line.split(b" ", 2)[1:2] == [b"UNKNOWN"]:
         return end + 2, None  # whatever follows UNKNOWN up to the CRLF is ignored (spec §2.1)
+    parts = line.decode("ascii").split(" ")  # UnicodeDecodeError is a ValueError
     if len(parts) != 6 or parts[1] not in ("TCP4", "TCP6"):
         raise ValueError("malformed PROXY v1 header")
     _, family, source, destination, source_port, destination_port = parts
@@ -46,7 +47,7 @@ def _parse_v1(buffer: bytes) -> tuple[int, tuple[str, str] | None] | None:
     if any((address.version == 4) != (family == "TCP4") for address in addresses):
         raise ValueError("PROXY v1 address does not match its family")
     for port in (source_port, destination_port):
-        if not (port.isascii() and port.isdigit()) or int(port) > 65535 or (
+        if not port.isdigit() or int(port) > 65535 or (
                 port != "0" and port.startswith("0")):
             raise ValueError("malformed PROXY v1 port")
     return end + 2, (str(addresses[0]), source_port)

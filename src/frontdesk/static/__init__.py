@@ -5,7 +5,13 @@ Sans-IO for the network: `StaticFiles.respond` touches the filesystem only and r
 with `frontdesk.worker.sendfile.sendfile`, on the descriptor reserved in `StaticResponse.spare`).
 """
 
-from ._mounts import DEFAULT_CACHE_CONTROL, IMMUTABLE_CACHE_CONTROL, Mount, parse_mount
+from ._mounts import (
+    DEFAULT_CACHE_CONTROL,
+    IMMUTABLE_CACHE_CONTROL,
+    Mount,
+    anchor_mount,
+    parse_mount,
+)
 from ._static import FileRegion, ReservedFd, StaticFiles, StaticResponse
 
 __all__ = [
@@ -16,5 +22,6 @@ __all__ = [
     "ReservedFd",
     "StaticFiles",
     "StaticResponse",
+    "anchor_mount",
     "parse_mount",
 ]

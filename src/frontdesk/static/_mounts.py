@@ -67,6 +67,16 @@ class Mount:
         return self.allow_dotfiles or all(n in self.dotfile_names for n in dotnames)
 
 
+def anchor_mount(spec: str, base: str) -> str:
+    """`spec` with a relative DIRECTORY made absolute under `base` (the directory frontdesk
+    started in, whatever directory the process is in later); any other spec as it is."""
+    prefix, eq, rest = spec.partition("=")
+    directory, semicolon, options = rest.partition(";")
+    if not eq or not directory.strip() or os.path.isabs(directory.strip()):
+        return spec
+    return f"{prefix}={os.path.join(base, directory.strip())}{semicolon}{options}"
+
+
 def parse_mount(spec: str) -> Mount:
     """Parse `PREFIX=DIRECTORY[;OPTION]...`; ValueError (one line) when it is bad."""
     prefix, eq, rest = spec.partition("=")

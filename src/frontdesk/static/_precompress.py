@@ -180,15 +180,44 @@ def _compress(data: bytes, coding: str) -> bytes:
     return gzip.compress(data, compresslevel=9, mtime=0)
 
 
-def _walk(root: str) -> Iterable[tuple[str, str]]:
-    """(path, path relative to root) of every non-dot regular file under root, symlinks skipped."""
-    for dirpath, dirnames, filenames in os.walk(root):
+def _walk(root: str) -> Iterable[tuple[int, str, str]]:
+    """(fd of its directory, name, path relative to root) of every non-dot file under root.
+
+    os.fwalk opens each directory relative to its parent's descriptor and refuses one that was
+    swapped for a symlink, so a name looked up in the yielded directory stays inside the tree
+    whatever is renamed meanwhile (a path string would follow a directory symlink planted on
+    the way)."""
+    for dirpath, dirnames, filenames, dirfd in os.fwalk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel_dir = os.path.relpath(dirpath, root)
         for name in filenames:
-            if name.startswith("."):
-                continue
-            path = os.path.join(dirpath, name)
-            yield path, os.path.relpath(path, root)
+            if not name.startswith("."):
+                yield dirfd, name, name if rel_dir == "." else os.path.join(rel_dir, name)
+
+
+# The source is read as the user the master runs as (root, with --user): O_NOFOLLOW, and the
+# opened file must be the one stat() described, or someone who can write the served tree could
+# swap in a symlink to /etc/shadow and have it compressed into the cache. O_NONBLOCK: a FIFO
+# swapped in must not block the start.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _read_source(dirfd: int, name: str, st: os.stat_result) -> bytes | None:
+    """The bytes of the file `name` in `dirfd` that `st` describes; None if it is another now."""
+    fd = os.open(name, _OPEN_FLAGS, dir_fd=dirfd)
+    with open(fd, "rb") as f:
+        fst = os.fstat(fd)
+        if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(fst.st_mode):
+            return None
+        return f.read(MAX_SIZE + 1)
+
+
+def _exists(name: str, dirfd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dirfd)
+    except OSError:
+        return False
+    return True
 
 
 def build_variants(
@@ -205,18 +234,18 @@ def build_variants(
     suffix, coding = build_encoding()
     wanted: set[str] = set()
     count = 0
-    for path, rel in _walk(root):
+    for dirfd, base, rel in _walk(root):
         if count >= MAX_FILES:
             break
         try:
-            st = os.stat(path, follow_symlinks=False)
+            st = os.stat(base, dir_fd=dirfd, follow_symlinks=False)
         except OSError:  # pragma: no cover - removed while we walk
             continue
         if (
             not stat.S_ISREG(st.st_mode)
             or not MIN_SIZE < st.st_size <= MAX_SIZE
             or not is_compressible(content_type(rel))
-            or os.path.exists(path + suffix)  # the build made one already
+            or _exists(base + suffix, dirfd)  # the build made one already
         ):
             continue
         count += 1
@@ -226,8 +255,10 @@ def build_variants(
         if os.path.exists(target):
             continue
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = _read_source(dirfd, base, st)
+            if data is None or len(data) > MAX_SIZE:
+                wanted.discard(name)
+                continue
             packed = _compress(data, coding)
             if len(packed) >= len(data) * 0.95:
                 wanted.discard(name)
@@ -255,7 +286,7 @@ def build_variants(
 
 def _prune(cache: str, wanted: set[str]) -> None:
     """Remove variants of sources that changed or vanished since an earlier start."""
-    for path, rel in _walk(cache):
+    for dirfd, name, rel in _walk(cache):
         if rel not in wanted and not rel.endswith(".tmp"):
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                os.unlink(name, dir_fd=dirfd)

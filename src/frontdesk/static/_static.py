@@ -16,7 +16,7 @@ clock read, a scan of the request headers and one small allocation:
   with the `(dev, ino, size, mtime_ns, ctime_ns)` the loaded representations were built from.
   Unchanged costs a few stat calls; changed reloads.
 - A `_Rep` is one file on disk served with one content-coding: its bytes when small (<= 64 KiB),
-  else an open file object and a FileRegion over all of it, plus its header lists built once.
+  else an open file object and a FileRegion over all of it, plus its header tuples built once.
 - Open file objects are never closed by us: when an entry is reloaded or evicted we drop our
   reference, and a FileRegion still being sent keeps the file (and its fd) alive until it is done.
 - File descriptors: a response with FileRegion parts carries one more descriptor, reserved by
@@ -70,7 +70,9 @@ from ._precompress import (
 )
 from ._ranges import parse_range
 
-Headers = list[tuple[bytes, bytes]]
+Headers = list[tuple[bytes, bytes]]  # request headers, as the parser gives them
+# Response headers: tuples, so a _Rep's prebuilt ones are handed to every response as they are.
+ResponseHeaders = tuple[tuple[bytes, bytes], ...]
 
 SMALL_FILE_MAX = 64 * 1024
 TTL = 1.0  # seconds between two stats of one path
@@ -128,7 +130,8 @@ class StaticResponse:
     """What to send: every header except Date, Server and Connection, then the body parts.
 
     `body` is empty for HEAD, 304 and 412; for HEAD the headers still carry Content-Length.
-    The lists are fresh for each response; the bytes and FileRegion objects in them are shared.
+    `headers` is a tuple shared with the cache and other responses; the `body` list is fresh
+    for each response, the bytes and FileRegion objects in it are shared.
 
     `spare` is set exactly when `body` holds a FileRegion: a descriptor reserved by `respond`
     (a duplicate, made before anything was decided, so running out of descriptors is a 503
@@ -136,14 +139,14 @@ class StaticResponse:
     head, its own duplicate of the socket; it must make it with
     `os.dup2(sock_fd, spare.take(), inheritable=False)`, which reuses the reserved number and so
     cannot fail for lack of descriptors, use it for every FileRegion of the response, and close it
-    after the last one (or on abort). A sender without a socket (TLS) calls `spare.close()`.
+    after the last one (or on abort). A sender without a socket fd calls `spare.close()`.
 
     `close`: the server should close the connection after this response (the 503 for lack of
     descriptors: a closed connection is a descriptor given back).
     """
 
     status: int
-    headers: Headers
+    headers: ResponseHeaders
     body: list[bytes | FileRegion]
     spare: ReservedFd | None = None
     close: bool = False
@@ -153,6 +156,7 @@ _NOSNIFF = (b"X-Content-Type-Options", b"nosniff")
 _TEXT_PLAIN = (b"Content-Type", b"text/plain; charset=utf-8")
 _VARY = (b"Vary", b"Accept-Encoding")
 _ACCEPT_RANGES = (b"Accept-Ranges", b"bytes")
+_ALLOW = ((b"Allow", b"GET, HEAD"),)
 
 # The request headers respond() looks at, by index. Most clients send the canonical case, found
 # with one dict lookup; other spellings are lowered only when their length could match.
@@ -176,16 +180,14 @@ _LENGTHS = frozenset(len(n) for n in _NAMES)
 _INVALID = b"\x00"
 
 
-def _plain(status: int, text: bytes, method: str, extra: Headers | None = None) -> StaticResponse:
-    headers = [_TEXT_PLAIN, (b"Content-Length", b"%d" % len(text)), _NOSNIFF]
-    if extra:
-        headers.extend(extra)
+def _plain(status: int, text: bytes, method: str, extra: ResponseHeaders = ()) -> StaticResponse:
+    headers = (_TEXT_PLAIN, (b"Content-Length", b"%d" % len(text)), _NOSNIFF, *extra)
     return StaticResponse(status, headers, [text] if method != "HEAD" else [])
 
 
 def _unavailable(method: str) -> StaticResponse:
     """Out of file descriptors: 503, try again in a second, and close (one descriptor back)."""
-    response = _plain(503, b"Service Unavailable\n", method, [(b"Retry-After", b"1")])
+    response = _plain(503, b"Service Unavailable\n", method, ((b"Retry-After", b"1"),))
     response.close = True
     return response
 
@@ -231,23 +233,14 @@ class _Rep:
         self.vary = vary
         self.data = data
         self.region = FileRegion(file, 0, size) if file is not None else None
-        meta: Headers = [
-            (b"ETag", self.etag),
-            (b"Last-Modified", self.last_modified),
-            (b"Cache-Control", cache_control),
-            _ACCEPT_RANGES,
-        ]
-        if coding:
-            meta.append((b"Content-Encoding", coding))
-        if vary:
-            meta.append(_VARY)
-        meta.append(_NOSNIFF)
-        self.meta = meta
-        self.headers = [(b"Content-Type", ctype), (b"Content-Length", b"%d" % size), *meta]
+        validators = ((b"ETag", self.etag), (b"Last-Modified", self.last_modified),
+                      (b"Cache-Control", cache_control))
+        vary_header = (_VARY,) if vary else ()
+        encoding = ((b"Content-Encoding", coding),) if coding else ()
+        self.meta = (*validators, _ACCEPT_RANGES, *encoding, *vary_header, _NOSNIFF)
+        self.headers = ((b"Content-Type", ctype), (b"Content-Length", b"%d" % size), *self.meta)
         # §15.4.5: a 304 carries the validators and caching fields the 200 would have had.
-        self.nm_headers = meta[:3]
-        if vary:
-            self.nm_headers.append(_VARY)
+        self.nm_headers = (*validators, *vary_header)
 
 
 _Key = tuple[int, int, int, int, int]
@@ -477,7 +470,7 @@ class StaticFiles:
                 return None
             return _plain(404, b"Not Found\n", method)
         if method != "GET" and method != "HEAD":
-            return _plain(405, b"Method Not Allowed\n", method, [(b"Allow", b"GET, HEAD")])
+            return _plain(405, b"Method Not Allowed\n", method, _ALLOW)
 
         inm = ims = im = ius = if_range = rng = ae = None
         wanted = _WANTED.get
@@ -517,16 +510,18 @@ class StaticFiles:
             if chosen is not None:
                 rep = chosen
 
-        if inm is None and ims is None and im is None and ius is None and rng is None:
-            if method == "HEAD":
-                return StaticResponse(200, rep.headers[:], [])
-            if rep.data is not None:
-                return StaticResponse(200, rep.headers[:], [rep.data])
-            response = StaticResponse(200, rep.headers[:], [rep.region])  # type: ignore[list-item]
-        else:
+        if not (inm is None and ims is None and im is None and ius is None and rng is None):
             response = self._conditional(method, rep, inm, ims, im, ius, if_range, rng)
-            if rep.data is not None or response.status >= 300 or not response.body:
-                return response
+            if response is not None:
+                if rep.data is not None or response.status >= 300 or not response.body:
+                    return response
+                return self._reserve(response, rep, entry, method)
+        # The whole representation: no preconditions, or they hold and no Range applies.
+        if method == "HEAD":
+            return StaticResponse(200, rep.headers, [])
+        if rep.data is not None:
+            return StaticResponse(200, rep.headers, [rep.data])
+        response = StaticResponse(200, rep.headers, [rep.region])  # type: ignore[list-item]
         return self._reserve(response, rep, entry, method)
 
     def _reserve(
@@ -550,10 +545,10 @@ class StaticFiles:
     def _redirect(method: str, location: bytes, query: bytes) -> StaticResponse:
         """301 to the slash URL of a directory that has an index.html, like nginx."""
         if method != "GET" and method != "HEAD":
-            return _plain(405, b"Method Not Allowed\n", method, [(b"Allow", b"GET, HEAD")])
+            return _plain(405, b"Method Not Allowed\n", method, _ALLOW)
         if query:
             location += b"?" + query
-        return _plain(301, b"Moved Permanently\n", method, [(b"Location", location)])
+        return _plain(301, b"Moved Permanently\n", method, ((b"Location", location),))
 
     # --- preconditions and ranges -----------------------------------------------------------------
 
@@ -567,26 +562,29 @@ class StaticFiles:
         ius: bytes | None,
         if_range: bytes | None,
         rng: bytes | None,
-    ) -> StaticResponse:
-        # §13.2.2 steps 1-2: If-Match, else If-Unmodified-Since. The answer depended on the
-        # chosen variant's validators, so 412 and 416 carry Vary like 200 and 304 do.
+    ) -> StaticResponse | None:
+        """The answer the preconditions and Range call for; None for the whole 200."""
+        # §13.2.2 steps 1-2: If-Match, else If-Unmodified-Since (an invalid date is ignored,
+        # §13.1.4). The answer depended on the chosen variant's validators, so 412 and 416
+        # carry Vary like 200 and 304 do.
         if im is not None:
-            if not match_etag_list(im, rep.etag, weak=False):
-                return _plain(412, b"Precondition Failed\n", method, [_VARY] if rep.vary else None)
-        elif ius is not None:
-            t = parse_http_date(ius)  # an invalid date is ignored (§13.1.4)
-            if t is not None and rep.lm_seconds > t:
-                return _plain(412, b"Precondition Failed\n", method, [_VARY] if rep.vary else None)
+            failed = not match_etag_list(im, rep.etag, weak=False)
+        else:
+            t = parse_http_date(ius) if ius is not None else None
+            failed = t is not None and rep.lm_seconds > t
+        vary = (_VARY,) if rep.vary else ()
+        if failed:
+            return _plain(412, b"Precondition Failed\n", method, vary)
         # Steps 3-4: If-None-Match, else If-Modified-Since.
         if inm is not None:
             if match_etag_list(inm, rep.etag, weak=True):
-                return StaticResponse(304, rep.nm_headers[:], [])
+                return StaticResponse(304, rep.nm_headers, [])
         elif ims is not None:
             if ims == rep.last_modified:  # the usual case: the client echoes our value
-                return StaticResponse(304, rep.nm_headers[:], [])
+                return StaticResponse(304, rep.nm_headers, [])
             t = parse_http_date(ims)
             if t is not None and rep.lm_seconds <= t:
-                return StaticResponse(304, rep.nm_headers[:], [])
+                return StaticResponse(304, rep.nm_headers, [])
         # Step 5: Range, only for GET (§14.2), only when If-Range (if any) holds.
         if (
             rng is not None
@@ -596,21 +594,12 @@ class StaticFiles:
             ranges = parse_range(rng, rep.size)
             if ranges is not None:
                 if not ranges:
-                    return _plain(
-                        416,
-                        b"Range Not Satisfiable\n",
-                        method,
-                        [(b"Content-Range", b"bytes */%d" % rep.size), _VARY]
-                        if rep.vary
-                        else [(b"Content-Range", b"bytes */%d" % rep.size)],
-                    )
+                    content_range = (b"Content-Range", b"bytes */%d" % rep.size)
+                    return _plain(416, b"Range Not Satisfiable\n", method, (content_range, *vary))
                 if len(ranges) == 1:
                     return self._single_range(rep, *ranges[0])
                 return self._multipart(rep, ranges)
-        if method == "HEAD":
-            return StaticResponse(200, rep.headers[:], [])
-        body = rep.data if rep.data is not None else rep.region
-        return StaticResponse(200, rep.headers[:], [body])  # type: ignore[list-item]
+        return None
 
     @staticmethod
     def _if_range_holds(value: bytes, rep: _Rep) -> bool:
@@ -632,12 +621,12 @@ class StaticFiles:
         return FileRegion(rep.region.file, first, last - first + 1)
 
     def _single_range(self, rep: _Rep, first: int, last: int) -> StaticResponse:
-        headers = [
+        headers = (
             (b"Content-Type", rep.ctype),
             (b"Content-Length", b"%d" % (last - first + 1)),
             (b"Content-Range", b"bytes %d-%d/%d" % (first, last, rep.size)),
             *rep.meta,
-        ]
+        )
         return StaticResponse(206, headers, [self._part(rep, first, last)])
 
     def _multipart(self, rep: _Rep, ranges: list[tuple[int, int]]) -> StaticResponse:
@@ -660,11 +649,11 @@ class StaticFiles:
         length += len(tail)
         if rep.data is not None:
             body = [b"".join(body)]  # type: ignore[arg-type]
-        headers = [
+        headers = (
             (b"Content-Type", b"multipart/byteranges; boundary=" + boundary),
             (b"Content-Length", b"%d" % length),
             *rep.meta,
-        ]
+        )
         return StaticResponse(206, headers, body)
 
     # --- the cache --------------------------------------------------------------------------------

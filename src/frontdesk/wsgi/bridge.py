@@ -12,10 +12,11 @@ import sys
 import time
 from typing import Any, Callable, Protocol
 
-from frontdesk.logs import request_id
+from frontdesk.logs import given_request_id, request_id
 from frontdesk.protocol import serialize
 from frontdesk.protocol.parser import Request
 from frontdesk.wsgi.environ import build_environ
+from frontdesk.wsgi.errors import error_stream
 from frontdesk.wsgi.file_wrapper import FileWrapper
 from frontdesk.wsgi.proxy import forwarded_client
 from frontdesk.wsgi.response import Head, InvalidResponse, validate
@@ -26,6 +27,7 @@ log = logging.getLogger("frontdesk.error")
 MORE, DONE_KEEP_ALIVE, DONE_CLOSE = 0, 1, 2
 
 INTERNAL_ERROR = 500
+_errors_pending = error_stream.pending  # wsgi.errors' partial lines, per thread
 
 
 class Channel(Protocol):
@@ -58,6 +60,11 @@ def _push(outbox: Outbox, channel: Channel, data: bytes, end: int) -> None:
     if not channel.reserve(len(data)):
         raise _ClientGone
     outbox.push(channel, data, end)
+
+
+def _body_size(data: bytes) -> int:
+    """Body bytes of a complete response the server made itself (for the access log)."""
+    return len(data) - data.index(b"\r\n\r\n") - 4
 
 
 class FileRegion:
@@ -137,30 +144,23 @@ class _Response:
         )
         self.head = head
         self.keep_alive = head.keep_alive
-        self.code = self.channel.status = int(self.status[:3])
+        self.code = self.channel.status = head.code
         return head
 
     def write(self, data: bytes) -> None:
         """PEP 3333's `write` callable: the head goes out on its first call, even with b""."""
-        if not data and not self.head_sent:
-            if type(data) is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
-                raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
-            head = self.head if self.head is not None else self._make_head(None)
-            self.head_sent = True
-            _push(self.outbox, self.channel, head.data, MORE)
-            return
-        self.send(data)
+        self.send(data, head_now=True)
 
-    def send(self, data: bytes) -> bool:
+    def send(self, data: bytes, head_now: bool = False) -> bool:
         """Send one body chunk; True once the response can take no more body (its
         Content-Length is reached, or it has no body: HEAD, 204, 205, 304), so the caller
-        stops iterating (PEP 3333). Empty chunks before the head are skipped: the headers go
-        out with the first non-empty chunk."""
+        stops iterating (PEP 3333). Empty chunks before the head are skipped, so the headers
+        go out with the first non-empty chunk, unless `head_now` (the app's `write`)."""
         if type(data) is not bytes:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
             data = bytes(data)
-        if not data and not self.head_sent:
+        if not data and not self.head_sent and not head_now:
             return False
         head = self.head if self.head is not None else self._make_head(None)
         prefix = b""
@@ -232,7 +232,7 @@ class Bridge:
             data = serialize.overloaded_response(keep_alive, head_only=head_only)
             self.outbox.push(channel, data, DONE_KEEP_ALIVE if keep_alive else DONE_CLOSE)
             if channel.access_log is not None:
-                self._log_shed(channel, request, data, head_only)
+                self._log_shed(channel, request, 0 if head_only else _body_size(data))
             return
         response = _Response(channel, request, self.outbox)
         environ = build_environ(request, channel.environ_base, channel.proxy_trust)
@@ -241,22 +241,20 @@ class Bridge:
         try:
             self._call(response, environ)
         finally:
+            if _errors_pending.line:
+                error_stream.flush()  # the app's last words without a newline: this request's
             access_log = channel.access_log
             if access_log is not None:
                 access_log.record(environ["REMOTE_ADDR"], request, response.code, response.sent,
                                   response.headers, request.started, rid, environ)
 
     @staticmethod
-    def _log_shed(channel: Channel, request: Request, data: bytes, head_only: bool) -> None:
+    def _log_shed(channel: Channel, request: Request, sent: int) -> None:
+        """Access-log a shed request as `handle` would have (no environ was built)."""
         trust = channel.proxy_trust
         address = forwarded_client(trust, request.headers) or channel.environ_base["REMOTE_ADDR"]
-        given = None
-        if trust is not None:
-            given = next((v.decode("latin-1") for n, v in request.headers
-                          if n.lower() == b"x-request-id"), None)
-        sent = 0 if head_only else len(data) - data.index(b"\r\n\r\n") - 4
-        channel.access_log.record(address, request, 503, sent, [], request.started,
-                                  request_id(given))
+        rid = request_id(given_request_id(trust, request.headers))
+        channel.access_log.record(address, request, 503, sent, [], request.started, rid)
 
     def _call(self, response: _Response, environ: dict[str, Any]) -> None:
         request = response.request
@@ -331,7 +329,7 @@ class Bridge:
             self._stream(response, wrapper)
             return False
         response.head_sent = True
-        if not head.has_body:
+        if not head.has_body or not count:  # an empty file: no transfer to hand the loop
             _push(self.outbox, response.channel, head.data, response.end())
             return False
         _push(self.outbox, response.channel, head.data, MORE)
@@ -355,12 +353,12 @@ class Bridge:
             # Nothing sent yet, and the request was read whole: a plain 500 keeps the connection.
             response.code = response.channel.status = INTERNAL_ERROR
             response.headers = []  # the app's headers were never sent: not for the access log
-            keep_alive = response.keep_alive and request.keep_alive
+            end = response.end()
             head_only = request.method == "HEAD"
-            data = serialize.error_response(INTERNAL_ERROR, close=not keep_alive,
+            data = serialize.error_response(INTERNAL_ERROR, close=end == DONE_CLOSE,
                                             head_only=head_only)
-            response.sent = 0 if head_only else len(data) - data.index(b"\r\n\r\n") - 4
-            self.outbox.push(response.channel, data, DONE_KEEP_ALIVE if keep_alive else DONE_CLOSE)
+            response.sent = 0 if head_only else _body_size(data)
+            self.outbox.push(response.channel, data, end)
         else:
             # Part of the response is on the wire already: the only honest signal left is to
             # cut the connection, so the client sees a truncated response, not a complete one.

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -91,6 +91,24 @@ def proxy_trust_for(spec: str, headers: str = DEFAULT_FORWARDED_HEADERS) -> Prox
 
 _CACHED_MAX = 256  # header values up to this long are cached (the same chains come again)
 
+_T = TypeVar("_T")
+
+
+def _cached_if_short(maxsize: int) -> Callable[[Callable[..., _T]], Callable[..., _T]]:
+    """An lru_cache for a function of (trust, header value) that caches only values up to
+    _CACHED_MAX long: a client sending ever-new long values would only evict the usual ones.
+    What it returns is shared between callers: tuples only."""
+
+    def decorate(func: Callable[..., _T]) -> Callable[..., _T]:
+        cached = functools.lru_cache(maxsize=maxsize)(func)
+
+        def call(trust: ProxyTrust, value: str) -> _T:
+            return cached(trust, value) if len(value) <= _CACHED_MAX else func(trust, value)
+
+        return call
+
+    return decorate
+
 
 def forwarded_client(trust: ProxyTrust | None, headers: list[tuple[bytes, bytes]]) -> str | None:
     """The client address the app sees as REMOTE_ADDR for a request with raw `headers` from a
@@ -114,33 +132,37 @@ def forwarded_client(trust: ProxyTrust | None, headers: list[tuple[bytes, bytes]
             forwarded = value if forwarded is None else forwarded + b", " + value
         elif size == 15 and use_xff and name.lower() == b"x-forwarded-for":
             xff = value if xff is None else xff + b", " + value
-    if forwarded is None and xff is None:
-        return None
     # The environ carries header values as latin-1 text; decide on exactly the same text.
-    fwd_text = forwarded.decode("latin-1") if forwarded is not None else None
-    xff_text = xff.decode("latin-1") if xff is not None and fwd_text is None else None
-    client = _believed_client(trust, fwd_text, xff_text)
+    if forwarded is not None:
+        client = _forwarded(trust, forwarded.decode("latin-1"))[0]
+    elif xff is not None:
+        client = _xff_client(trust, xff.decode("latin-1"))
+    else:
+        return None
     return client[0] if client is not None else None
 
 
-def _believed_client(trust: ProxyTrust, forwarded: str | None, xff: str | None
-                     ) -> tuple[str, str] | None:
-    """(address, port) of the client from a believed Forwarded (which wins) or X-Forwarded-For
-    value, or None."""
-    if len(forwarded or xff or "") <= _CACHED_MAX:
-        return _believed_client_cached(trust, forwarded, xff)
-    return _find_client(trust, forwarded, xff)
+@_cached_if_short(4096)
+def _xff_client(trust: ProxyTrust, xff: str) -> tuple[str, str] | None:
+    """(address, port) of the client named by a believed X-Forwarded-For value, or None."""
+    return _walk(trust, [_unquote_node(node) for node in xff.split(",")])
 
 
-def _find_client(trust: ProxyTrust, forwarded: str | None, xff: str | None
-                 ) -> tuple[str, str] | None:
-    if forwarded is not None:
-        hops = _parse_forwarded(forwarded)
-        nodes: list[str | None] = [hop.get("for") for hop in hops] if hops is not None else [None]
-    elif xff is not None:
-        nodes = [_unquote_node(node) for node in xff.split(",")]
-    else:
-        return None
+@_cached_if_short(1024)
+def _forwarded(trust: ProxyTrust, value: str
+               ) -> tuple[tuple[str, str] | None, str | None, str | None]:
+    """(client (address, port), proto, host) from a believed Forwarded value: the client by the
+    walk over every element's `for`, proto and host from the element the connecting proxy
+    added (the last); all None when the value is malformed."""
+    hops = _parse_forwarded(value)
+    if hops is None:
+        return None, None, None
+    nearest = hops[-1]
+    return _walk(trust, [hop.get("for") for hop in hops]), nearest.get("proto"), nearest.get("host")
+
+
+def _walk(trust: ProxyTrust, nodes: list[str | None]) -> tuple[str, str] | None:
+    """The client among the forwarding entries `nodes`, right to left (module docstring)."""
     client = None
     for node in reversed(nodes):
         parsed = _split_node(node) if node else None
@@ -150,9 +172,6 @@ def _find_client(trust: ProxyTrust, forwarded: str | None, xff: str | None
         if not trust.is_proxy(parsed[0]):
             break
     return client
-
-
-_believed_client_cached = functools.lru_cache(maxsize=4096)(_find_client)
 
 
 def _unquote_node(node: str) -> str:
@@ -196,12 +215,6 @@ _QUOTED_PAIR = re.compile(r"\\(.)")
 
 
 def _parse_forwarded(value: str) -> list[dict[str, str]] | None:
-    if len(value) <= _CACHED_MAX:
-        return _parse_forwarded_cached(value)
-    return _parse_forwarded_uncached(value)
-
-
-def _parse_forwarded_uncached(value: str) -> list[dict[str, str]] | None:
     """RFC 7239 §4 → one dict per element (hop), left to right; None when malformed (then
     nothing in it is believed: a client could otherwise use a broken quote to hide the
     elements appended after its own)."""
@@ -230,9 +243,6 @@ def _parse_forwarded_uncached(value: str) -> list[dict[str, str]] | None:
             hop = {}
         elif separator != ";":
             return None
-
-
-_parse_forwarded_cached = functools.lru_cache(maxsize=1024)(_parse_forwarded_uncached)
 
 
 # -- host and port -------------------------------------------------------------------------------
@@ -294,15 +304,10 @@ def apply_forwarded(environ: dict[str, Any], trust: ProxyTrust) -> None:
     proto = host = port = None
     client = None
     if "forwarded" in believed and "HTTP_FORWARDED" in environ:
-        value = environ["HTTP_FORWARDED"]
-        client = _believed_client(trust, value, None)
-        hops = _parse_forwarded(value)
-        if hops:
-            nearest = hops[-1]  # the element the connecting proxy added
-            proto, host = nearest.get("proto"), nearest.get("host")
+        client, proto, host = _forwarded(trust, environ["HTTP_FORWARDED"])
     else:
         if "x-forwarded-for" in believed and "HTTP_X_FORWARDED_FOR" in environ:
-            client = _believed_client(trust, None, environ["HTTP_X_FORWARDED_FOR"])
+            client = _xff_client(trust, environ["HTTP_X_FORWARDED_FOR"])
         if "x-forwarded-proto" in believed:
             proto = _last(environ.get("HTTP_X_FORWARDED_PROTO"))
         if "x-forwarded-host" in believed:

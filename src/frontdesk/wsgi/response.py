@@ -16,11 +16,12 @@ from frontdesk.protocol import serialize
 
 log = logging.getLogger("frontdesk.error")
 
-# RFC 9110 §5.1 token; field values may hold HTAB, SP, VCHAR and obs-text but no other controls.
+# RFC 9110 §5.1 token; field values (§5.5) hold HTAB, SP, VCHAR and obs-text (0x80-0xff): no
+# other control, and no text beyond latin-1, which PEP 3333 sends as the code points' bytes.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FIELD_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 # RFC 9110 §15: three digits, 100-599 (1xx is refused below: it is not a final answer).
-_STATUS = re.compile(r"[1-5][0-9][0-9] [^\x00-\x08\x0a-\x1f\x7f]*")
+_STATUS = re.compile(r"[1-5][0-9][0-9] [\t\x20-\x7e\x80-\xff]*")
 _HOP_BY_HOP = frozenset((
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "trailers",
     "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization",
@@ -59,19 +60,12 @@ def validate(status: object, headers: object) -> None:
             raise InvalidResponse(f"invalid header name {name!r}")
         if type(value) is not str or not _FIELD_VALUE.fullmatch(value):
             raise InvalidResponse(f"invalid value for header {name!r}: {value!r}")
-    status.encode("latin-1")  # UnicodeEncodeError (a ValueError) for non-latin-1 text
-    for name, value in headers:  # type: ignore[misc]
-        if not value.isascii():
-            try:
-                value.encode("latin-1")
-            except UnicodeEncodeError:
-                raise InvalidResponse(f"header {name!r} is not latin-1: {value!r}") from None
 
 
 class Head:
     """The framing decided for one response, and its serialised status line and headers."""
 
-    __slots__ = ("data", "content_length", "chunked", "keep_alive", "has_body")
+    __slots__ = ("code", "data", "content_length", "chunked", "keep_alive", "has_body")
 
     def __init__(
         self,
@@ -83,8 +77,9 @@ class Head:
         keep_alive: bool,
         body_length: int | None,
     ) -> None:
+        # `validate` let only a final status (200-599) through.
         code = int(status[:3])
-        has_body = method != "HEAD" and code >= 200 and code not in _NO_BODY_STATUS
+        has_body = method != "HEAD" and code not in _NO_BODY_STATUS
         lines = ["HTTP/1.1 ", status, "\r\n"]
         content_length: int | None = None
         for name, value in headers:
@@ -109,7 +104,7 @@ class Head:
         if code == 205:
             lines.append("Content-Length: 0\r\n")  # RFC 9110 §15.3.6
         chunked = False
-        if content_length is None and code >= 200 and code not in _NO_BODY_STATUS:
+        if content_length is None and code not in _NO_BODY_STATUS:
             if body_length is not None and (body_length or method != "HEAD"):
                 content_length = body_length
                 lines += ("Content-Length: ", str(body_length), "\r\n")
@@ -129,6 +124,7 @@ class Head:
             + serialize.SERVER_HEADER
             + b"\r\n"
         )
+        self.code = code
         self.content_length = content_length if has_body else None
         self.chunked = chunked
         self.keep_alive = keep_alive
