@@ -456,10 +456,7 @@ class HttpConnection(asyncio.Protocol):
     def _log_local(self, request: parsing.Request, status: int, sent: int,
                    headers: list[tuple[str, str]]) -> None:
         """Access-log a response the loop made itself (static file, shed request)."""
-        given = None
-        if self.proxy_trust is not None:
-            given = next((v.decode("latin-1") for n, v in request.headers
-                          if n.lower() == b"x-request-id"), None)
+        given = logs.given_request_id(self.proxy_trust, request.headers)
         self.access_log.record(  # type: ignore[union-attr]
             self._client_address(request), request, status, sent, headers,
             request.started, logs.request_id(given),
