@@ -91,11 +91,15 @@ def read_until_close(sock: socket.socket, timeout: float = 5.0) -> bytes:
 
 
 def start_server(app: str, *args: str, env: dict[str, str] | None = None,
-                 cwd: Path | None = None, timeout: float = 15.0) -> Server:
-    cmd = [sys.executable, "-m", "frontdesk", app, "--bind", "127.0.0.1:0", *args]
+                 cwd: Path | None = None, timeout: float = 15.0, bind: bool = True) -> Server:
+    """`python -m frontdesk APP ARGS` on a free loopback port (without `bind`: on the addresses
+    its settings name, e.g. a config file's, which a command-line --bind would override). The
+    first `Listening at:` TCP address is the server's `host`/`port`."""
+    cmd = [sys.executable, "-m", "frontdesk", app, *(("--bind", "127.0.0.1:0") if bind else ()),
+           *args]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FRONTDESK_")}
-    full_env.pop("PORT", None)
-    full_env.pop("WEB_CONCURRENCY", None)
+    for name in ("PORT", "WEB_CONCURRENCY", "LISTEN_FDS", "LISTEN_PID", "NOTIFY_SOCKET"):
+        full_env.pop(name, None)
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.update(env or {})
     proc = subprocess.Popen(

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 try:
-    from conftest import LISTENING, ROOT, Server, start_server
+    from conftest import ROOT, Server, start_server
 except ImportError:  # pragma: no cover - tests/ as a package
-    from tests.conftest import LISTENING, ROOT, Server, start_server  # type: ignore[no-redef]
+    from tests.conftest import ROOT, Server, start_server  # type: ignore[no-redef]
 
 __all__ = ["ROOT", "Load", "Server", "alive", "children", "rss_kib", "start_server", "wait_for"]
 
@@ -164,52 +164,17 @@ def app_dir(tmp_path: Path) -> Path:
 ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def start_unbound(app: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-                  timeout: float = 15.0) -> Server:
-    """`start_server` without its `--bind 127.0.0.1:0`: for a config file that names the
-    addresses (a command-line --bind would win over it, also on HUP). The first `Listening at:`
-    TCP address is the server's `host`/`port`."""
-    cmd = [sys.executable, "-m", "frontdesk", app, *args]
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FRONTDESK_")}
-    for name in ("PORT", "WEB_CONCURRENCY", "LISTEN_FDS", "LISTEN_PID", "NOTIFY_SOCKET"):
-        full_env.pop(name, None)
-    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
-    full_env.update(env or {})
-    proc = subprocess.Popen(cmd, cwd=cwd or ROOT, env=full_env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    found = threading.Event()
-    address: list[tuple[str, int]] = []
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            match = LISTENING.search(line)
-            if match and not found.is_set():
-                address.append((match.group(1), int(match.group(2))))
-                found.set()
-        found.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not found.wait(timeout) or not address:
-        proc.kill()
-        proc.wait(5)
-        raise RuntimeError(f"server did not start: {cmd}\n{''.join(lines)}")
-    return Server(proc, address[0][0], address[0][1], lines)
-
-
 @pytest.fixture
 def servers() -> Iterator[Callable[..., Server]]:
-    """Start servers (`bind=False`: `start_unbound`); at the end, stop what is still running (by
-    PID: masters we started)."""
+    """Start servers (`bind=False`: without --bind 127.0.0.1:0); at the end, stop what is still
+    running (by PID: masters we started)."""
     started: list[Server] = []
     extra_pids: list[int] = []
 
     def start(app: str = "tests.apps:router", *args: str, env: dict[str, str] | None = None,
               bind: bool = True, **kwargs: object) -> Server:
-        starter = start_server if bind else start_unbound
-        server = starter(app, *args, env={**ENV, **(env or {})}, **kwargs)  # type: ignore[arg-type]
+        server = start_server(app, *args, env={**ENV, **(env or {})}, bind=bind,
+                              **kwargs)  # type: ignore[arg-type]
         server.extra_pids = extra_pids  # type: ignore[attr-defined]
         started.append(server)
         return server
