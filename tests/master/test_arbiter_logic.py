@@ -268,10 +268,11 @@ def test_int_stops_gracefully_and_a_second_int_fast():
     assert arbiter.sent[-2:] == [(101, signal.SIGQUIT), (102, signal.SIGQUIT)]
 
 
-def test_metrics_slots_are_claimed_per_worker_and_retired_with_the_cause():
+def fake_with_metrics(workers: int) -> Fake:
+    """A Fake arbiter whose workers each claim a metrics slot when forked, as _spawn does."""
     from frontdesk.metrics import Registry
 
-    arbiter = Fake(workers=2)
+    arbiter = Fake(workers=workers)
     arbiter.metrics = Registry(4)
     spawn = Fake._spawn
 
@@ -280,6 +281,11 @@ def test_metrics_slots_are_claimed_per_worker_and_retired_with_the_cause():
         self.workers[self.next_pid].slot = self.metrics.claim()
 
     arbiter._spawn = spawn_with_slot.__get__(arbiter)  # type: ignore[method-assign]
+    return arbiter
+
+
+def test_metrics_slots_are_claimed_per_worker_and_retired_with_the_cause():
+    arbiter = fake_with_metrics(workers=2)
     arbiter.tick()
     assert [w.slot for w in arbiter.workers.values()] == [0, 1]
     arbiter.ready(101, 102)
@@ -439,17 +445,7 @@ def test_running_out_of_metrics_slots_is_said_once(monkeypatch, caplog):
 
 
 def test_the_workers_gauge_counts_ready_workers_until_they_are_told_to_stop():
-    from frontdesk.metrics import Registry
-
-    arbiter = Fake(workers=2)
-    arbiter.metrics = Registry(4)
-    spawn = Fake._spawn
-
-    def spawn_with_slot(self: Fake) -> None:
-        spawn(self)
-        self.workers[self.next_pid].slot = self.metrics.claim()
-
-    arbiter._spawn = spawn_with_slot.__get__(arbiter)  # type: ignore[method-assign]
+    arbiter = fake_with_metrics(workers=2)
 
     def workers() -> float:
         return arbiter.metrics.totals()["workers"]
